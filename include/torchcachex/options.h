@@ -1,0 +1,32 @@
+// Options of a Store. Defaults match the Python ArrowIPCCacheBackend.
+#pragma once
+
+#include <cstddef>
+
+namespace torchcachex {
+
+struct Options {
+  // Rows kept in RAM by a store that does not persist (see `persist`).
+  // A persisting store serves its rows from pending buffers and memory-mapped
+  // segments, so the OS page cache is its hot cache. 0 disables.
+  size_t hot_cache_rows = 4096;
+
+  // Seal the pending buffer into a segment when it holds this many rows...
+  size_t flush_every = 2048;
+  // ...or this many bytes (keeps int32 Arrow offsets valid and memory bounded).
+  size_t max_pending_bytes = size_t{256} << 20;
+
+  // Write sealed segments on a background thread (true) or in the calling
+  // thread (false). Either way `Flush()` makes everything durable.
+  bool async_write = true;
+
+  // Sealed buffers that may wait for the background writer before Put blocks
+  // (backpressure). At least 1.
+  size_t max_queued_segments = 2;
+
+  // False for ranks that must not write (DDP non-writer ranks): their puts
+  // stay in the hot cache and nothing is written to disk.
+  bool persist = true;
+};
+
+}  // namespace torchcachex

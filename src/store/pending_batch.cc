@@ -1,0 +1,116 @@
+#include "store/pending_batch.h"
+
+#include <cstring>
+#include <limits>
+
+#include "format/segment_layout.h"
+
+namespace torchcachex {
+namespace {
+
+constexpr size_t kMaxOffset = static_cast<size_t>(std::numeric_limits<int32_t>::max());
+
+format::ColumnView ViewOf(const std::vector<int32_t>& offsets, const std::byte* values,
+                          int64_t values_length) {
+  format::ColumnView view;
+  view.offsets = reinterpret_cast<const std::byte*>(offsets.data());
+  view.large_offsets = false;
+  view.values = values;
+  view.values_length = values_length;
+  return view;
+}
+
+void AppendBytes(std::vector<std::byte>& out, const std::byte* data, size_t size) {
+  if (size > 0) out.insert(out.end(), data, data + size);
+}
+
+}  // namespace
+
+PendingBatch::PendingBatch(const Schema& schema)
+    : schema_(schema),
+      fields_(format::SegmentFields(schema)),
+      metadata_(format::SegmentMetadata(schema)),
+      leaves_(schema.leaves.size()) {
+  UpdateView();
+}
+
+bool PendingBatch::WouldOverflow(size_t row_bytes) const {
+  return bytes_ + row_bytes > kMaxOffset;
+}
+
+int64_t PendingBatch::Append(std::string_view key, std::span<const LeafRows> leaves, size_t i) {
+  AppendBytes(key_chars_, reinterpret_cast<const std::byte*>(key.data()), key.size());
+  key_offsets_.push_back(static_cast<int32_t>(key_chars_.size()));
+  bytes_ += key.size();
+  for (size_t l = 0; l < leaves_.size(); ++l) {
+    const LeafRows& rows = leaves[l];
+    LeafBuffers& buffers = leaves_[l];
+    const std::byte* data;
+    size_t size;
+    if (rows.is_dense) {
+      data = rows.base + i * rows.row_stride;
+      size = rows.row_bytes;
+    } else {
+      data = rows.rows[i].data();
+      size = rows.rows[i].size();
+    }
+    AppendBytes(buffers.data_values, data, size);
+    bytes_ += size;
+    if (schema_.leaves[l].kind == LeafKind::kTensor) {
+      DType dtype = schema_.leaves[l].dtype;
+      size_t elements = size / ElementSize(dtype) * StorageElementsPerElement(dtype);
+      buffers.data_offsets.push_back(buffers.data_offsets.back() + static_cast<int32_t>(elements));
+      const std::vector<int64_t>& shape = rows.is_dense ? rows.shape : rows.shapes[i];
+      buffers.shape_values.insert(buffers.shape_values.end(), shape.begin(), shape.end());
+      buffers.shape_offsets.push_back(static_cast<int32_t>(buffers.shape_values.size()));
+      bytes_ += shape.size() * sizeof(int64_t);
+    } else {
+      buffers.data_offsets.push_back(static_cast<int32_t>(buffers.data_values.size()));
+    }
+  }
+  ++num_rows_;
+  return num_rows_ - 1;
+}
+
+void PendingBatch::UpdateView() {
+  view_.num_rows = num_rows_;
+  view_.key = ViewOf(key_offsets_, key_chars_.data(), static_cast<int64_t>(key_chars_.size()));
+  view_.leaves.resize(leaves_.size());
+  for (size_t l = 0; l < leaves_.size(); ++l) {
+    const LeafBuffers& buffers = leaves_[l];
+    LeafView& leaf = view_.leaves[l];
+    if (schema_.leaves[l].kind == LeafKind::kTensor) {
+      DType dtype = schema_.leaves[l].dtype;
+      leaf.storage_width = PrimitiveByteWidth(StorageType(dtype));
+      leaf.storage_per_element = StorageElementsPerElement(dtype);
+      leaf.data = ViewOf(buffers.data_offsets, buffers.data_values.data(),
+                         static_cast<int64_t>(buffers.data_values.size() / leaf.storage_width));
+      leaf.shape = ViewOf(buffers.shape_offsets,
+                          reinterpret_cast<const std::byte*>(buffers.shape_values.data()),
+                          static_cast<int64_t>(buffers.shape_values.size()));
+    } else {
+      leaf.storage_width = 1;
+      leaf.data = ViewOf(buffers.data_offsets, buffers.data_values.data(),
+                         static_cast<int64_t>(buffers.data_values.size()));
+    }
+  }
+}
+
+format::SegmentTable PendingBatch::Table() const {
+  format::SegmentTable table;
+  table.num_rows = num_rows_;
+  table.metadata = metadata_;
+  size_t f = 0;
+  table.columns.push_back({fields_[f++], key_offsets_, key_chars_});
+  for (size_t l = 0; l < leaves_.size(); ++l) {
+    const LeafBuffers& buffers = leaves_[l];
+    table.columns.push_back({fields_[f++], buffers.data_offsets, buffers.data_values});
+    if (schema_.leaves[l].kind == LeafKind::kTensor) {
+      table.columns.push_back({fields_[f++], buffers.shape_offsets,
+                               std::as_bytes(std::span(buffers.shape_values))});
+    }
+  }
+  return table;
+}
+
+}  // namespace torchcachex

@@ -1,0 +1,65 @@
+// PendingBatch: rows put but not yet written, held as the Arrow buffers of
+// the segment they will become (key offsets + chars, list offsets + values).
+// Sealing is free: the writer encodes these buffers directly.
+//
+// Not thread-safe; the store appends under its exclusive lock and reads
+// (view(), Table()) under its shared lock. view() is valid until the next
+// Append.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "format/ipc_writer.h"
+#include "store/batch_view.h"
+#include "torchcachex/schema.h"
+#include "torchcachex/store.h"
+
+namespace torchcachex {
+
+class PendingBatch {
+ public:
+  explicit PendingBatch(const Schema& schema);
+
+  // Appends row `i` of `leaves` under `key`; returns its row number.
+  // The caller has validated the leaves against the schema. The row becomes
+  // visible through view() after the next UpdateView().
+  int64_t Append(std::string_view key, std::span<const LeafRows> leaves, size_t i);
+
+  // Points view() at the current buffers (they may have moved).
+  void UpdateView();
+
+  int64_t num_rows() const { return num_rows_; }
+  size_t bytes() const { return bytes_; }
+
+  // Would appending `row_bytes` more bytes/elements overflow int32 offsets?
+  bool WouldOverflow(size_t row_bytes) const;
+
+  const BatchView& view() const { return view_; }
+
+  // The buffers as a segment table (borrowed; valid while this batch lives
+  // and is not appended to).
+  format::SegmentTable Table() const;
+
+ private:
+  struct LeafBuffers {
+    std::vector<int32_t> data_offsets{0};  // elements (tensors) or bytes (blobs)
+    std::vector<std::byte> data_values;
+    std::vector<int32_t> shape_offsets{0};
+    std::vector<int64_t> shape_values;
+  };
+  const Schema schema_;
+  std::vector<format::Field> fields_;
+  format::KeyValueMetadata metadata_;
+  int64_t num_rows_ = 0;
+  size_t bytes_ = 0;
+  std::vector<int32_t> key_offsets_{0};
+  std::vector<std::byte> key_chars_;
+  std::vector<LeafBuffers> leaves_;
+  BatchView view_;
+};
+
+}  // namespace torchcachex

@@ -1,0 +1,792 @@
+// Store: ties together the segment set, the key index, the pending buffers,
+// the hot cache and the background writer.
+//
+// Locking: `mu` (shared_mutex) guards all state below it in Impl. Lookups
+// hold it shared for the whole lookup + copy, so the pending buffers and the
+// segment list cannot change under them. Put, publish and refresh hold it
+// exclusively. Segment files are written with `mu` released; `write_mu`
+// serializes writers in synchronous mode (lock order: write_mu, then mu).
+//
+// Invariants:
+//  - `pending` maps a key to its newest unwritten row; that row lives in
+//    `active` or in `sealed`. When a sealed batch is published its rows move
+//    to the index and their `pending` entries (if still pointing at that
+//    batch) are erased.
+//  - `index` maps a key to its newest row in `segments` (later segments, and
+//    later rows within a segment, win).
+//  - `sealed` is oldest first; only its front is ever being written.
+#include "torchcachex/store.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "format/ipc_writer.h"
+#include "format/schema_json.h"
+#include "index/key_index.h"
+#include "store/hot_cache.h"
+#include "store/pending_batch.h"
+#include "store/segment.h"
+#include "torchcachex/errors.h"
+#include "util/file.h"
+#include "util/hash.h"
+
+namespace torchcachex {
+namespace {
+
+// Writer w numbers its segments in [w * kWriterRange, (w + 1) * kWriterRange),
+// so writers never collide and writer 0 matches the original numbering.
+constexpr uint64_t kWriterRange = 1'000'000'000ULL;
+// Lookups that miss rescan the segment directory at most this often.
+constexpr int64_t kAutoRefreshIntervalNs = 1'000'000'000;
+// A directory mtime this recent may still change within the same clock tick,
+// so it is not trusted to mean "nothing new".
+constexpr int64_t kMtimeSettleNs = 2'000'000'000;
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t WallNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void ValidateModuleId(const std::string& id) {
+  const char* hint = " Use one plain name such as 'resnet50_imagenet_v1'.";
+  if (id.empty()) throw InvalidArgumentError("module_id must not be empty." + std::string(hint));
+  if (id == "." || id == "..") {
+    throw InvalidArgumentError("module_id '" + id + "' would escape the cache directory." + hint);
+  }
+  for (unsigned char c : id) {
+    if (c == '/' || c == '\\') {
+      throw InvalidArgumentError("module_id '" + id + "' contains a path separator; it must be a single "
+                                 "directory name." + hint);
+    }
+    if (c < 0x20 || c == 0x7f) {
+      throw InvalidArgumentError("module_id contains a control character." + std::string(hint));
+    }
+  }
+}
+
+struct TransparentHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return static_cast<size_t>(HashKey(s)); }
+};
+
+uint64_t NumElements(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw InvalidArgumentError("tensor shapes must not have negative dimensions");
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+std::string StripTrailingSlashes(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
+}
+
+}  // namespace
+
+struct Store::Impl {
+  struct PendingRef {
+    std::shared_ptr<PendingBatch> batch;
+    int64_t row;
+  };
+  // Where a looked-up key's row is.
+  struct Found {
+    const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
+    int64_t row = 0;
+    int hot = -1;                      // index into the lookup's hot rows
+  };
+
+  std::string dir, segments_dir, writers_dir, schema_path;
+  Options options;
+
+  mutable std::shared_mutex mu;
+  std::condition_variable_any cv;  // state changes of the writer / sealed queue
+  bool closed = false;
+  std::optional<Schema> schema;
+  std::vector<std::shared_ptr<const Segment>> segments;  // RowLocation.segment indexes this
+  std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
+  KeyIndex index;
+  std::shared_ptr<PendingBatch> active;
+  std::deque<std::shared_ptr<PendingBatch>> sealed;
+  std::unordered_map<std::string, PendingRef, TransparentHash, std::equal_to<>> pending;
+  int64_t trusted_dir_mtime = -1;  // segments dir mtime known to be fully scanned
+
+  // Writer state (guarded by mu).
+  std::unique_ptr<FileLock> writer_lock;
+  int64_t writer_id = -1;
+  uint64_t next_segment_number = 0;
+  std::thread writer_thread;
+  bool stop_writer = false;
+  bool writer_paused = false;      // after an error, until the next Put/Flush retries
+  std::exception_ptr writer_error; // not yet reported to the caller
+  uint64_t sealed_total = 0;       // batches ever sealed
+  uint64_t published_total = 0;    // batches ever published
+  std::mutex write_mu;             // synchronous-mode writers
+
+  mutable HotCache hot;  // internally synchronized
+  std::atomic<int64_t> last_auto_refresh_ns{0};
+  std::atomic<uint64_t> hits{0}, misses{0};
+  std::atomic<uint64_t> rows_written{0}, bytes_written{0};
+  uint64_t skipped_segments = 0;
+
+  std::mutex warnings_mu;
+  std::vector<std::string> warnings;
+
+  explicit Impl(const Options& o) : options(o), hot(o.persist ? 0 : o.hot_cache_rows) {
+    if (options.max_queued_segments == 0) options.max_queued_segments = 1;
+    if (options.flush_every == 0) options.flush_every = 1;
+  }
+
+  void Warn(std::string message) {
+    std::lock_guard lock(warnings_mu);
+    warnings.push_back(std::move(message));
+  }
+
+  void ThrowIfClosed() const {
+    if (closed) throw ClosedError("the cache is closed; open a new backend to use it again");
+  }
+
+  KeyIndex::KeyAt KeyAtFn() const {
+    return [this](RowLocation loc) { return segments[loc.segment]->KeyOfRow(loc.row); };
+  }
+
+  // ---- segments ------------------------------------------------------------
+
+  // Adds a loaded segment: its rows enter the index, newest last.
+  void AddSegment(std::shared_ptr<const Segment> segment) {
+    uint32_t slot = static_cast<uint32_t>(segments.size());
+    segments.push_back(segment);
+    seen_segment_numbers.insert(segment->number());
+    index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()));
+    KeyIndex::KeyAt key_at = KeyAtFn();
+    int64_t row = 0;
+    for (const BatchView& batch : segment->batches()) {
+      for (int64_t local = 0; local < batch.num_rows; ++local, ++row) {
+        if (!RowIsComplete(batch, local)) continue;
+        std::string_view key = KeyAt(batch, local);
+        index.Upsert(HashKey(key), key, RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
+      }
+    }
+  }
+
+  // Loads segment files not seen before (in number order). Caller holds mu
+  // exclusively. Returns how many were loaded.
+  size_t ScanSegments() {
+    if (!PathExists(segments_dir)) return 0;
+    int64_t mtime = ModificationTimeNs(segments_dir);
+    if (mtime == trusted_dir_mtime) return 0;
+    std::vector<uint64_t> numbers;
+    for (const std::string& name : ListDirectory(segments_dir)) {
+      uint64_t number;
+      if (ParseSegmentFileName(name, &number) && !seen_segment_numbers.count(number)) {
+        numbers.push_back(number);
+      }
+    }
+    std::sort(numbers.begin(), numbers.end());
+    size_t loaded = 0;
+    for (uint64_t number : numbers) {
+      std::string path = segments_dir + "/" + SegmentFileName(number);
+      if (!schema) RecoverSchemaFrom(path);
+      if (!schema) {
+        seen_segment_numbers.insert(number);
+        ++skipped_segments;
+        continue;
+      }
+      try {
+        AddSegment(Segment::Open(path, number, *schema));
+        ++loaded;
+      } catch (const Error& e) {
+        seen_segment_numbers.insert(number);
+        ++skipped_segments;
+        Warn(std::string("skipping unreadable segment (its rows will be recomputed): ") + e.what());
+      }
+    }
+    trusted_dir_mtime = (WallNowNs() - mtime > kMtimeSettleNs) ? mtime : -1;
+    return loaded;
+  }
+
+  void RecoverSchemaFrom(const std::string& path) {
+    try {
+      schema = Segment::ReadSchema(path);
+    } catch (const Error& e) {
+      Warn(std::string("skipping unreadable segment (its rows will be recomputed): ") + path + ": " +
+           e.what());
+      return;
+    }
+    Warn("schema.json is missing or corrupt in '" + dir + "'; recovered the schema from " + path);
+    if (options.persist && IsWritableDirectory(dir)) {
+      try {
+        WriteFileAtomically(schema_path, format::EncodeSchemaJson(*schema));
+      } catch (const Error& e) {
+        Warn(std::string("could not rewrite schema.json: ") + e.what());
+      }
+    }
+  }
+
+  // ---- writing -------------------------------------------------------------
+
+  // Claims a writer id (lock file) and the next free segment number of its
+  // range. Caller holds mu exclusively.
+  void ClaimWriter() {
+    if (writer_id >= 0) return;
+    CreateDirectories(segments_dir);
+    CreateDirectories(writers_dir);
+    for (int64_t w = 0;; ++w) {
+      auto lock = FileLock::TryAcquire(writers_dir + "/writer_" + std::to_string(w) + ".lock");
+      if (!lock) continue;
+      writer_lock = std::move(lock);
+      writer_id = w;
+      break;
+    }
+    uint64_t begin = static_cast<uint64_t>(writer_id) * kWriterRange;
+    uint64_t end = begin + kWriterRange;
+    next_segment_number = begin;
+    for (const std::string& name : ListDirectory(segments_dir)) {
+      uint64_t number;
+      bool is_tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+      if (!ParseSegmentFileName(is_tmp ? name.substr(0, name.size() - 4) : name, &number)) continue;
+      if (number < begin || number >= end) continue;
+      if (is_tmp) {
+        RemoveFile(segments_dir + "/" + name);  // a dead writer's leftover: we own this range now
+      } else {
+        next_segment_number = std::max(next_segment_number, number + 1);
+      }
+    }
+  }
+
+  void SealActive() {
+    if (!active || active->num_rows() == 0) return;
+    active->UpdateView();
+    sealed.push_back(std::move(active));
+    active.reset();
+    ++sealed_total;
+  }
+
+  // Writes one sealed batch to a new segment file, durably. mu is not held;
+  // only one writer runs at a time (the writer thread, or write_mu holders).
+  std::shared_ptr<const Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
+    std::string path = segments_dir + "/" + SegmentFileName(number);
+    std::string tmp = path + ".tmp";
+    uint64_t bytes = 0;
+    try {
+      auto file = WritableFile::Create(tmp);
+      bytes = format::WriteSegment(batch.Table(), [&](std::span<const std::byte> piece) { file->Append(piece); });
+      file->Sync();
+      file->Close();
+      RenameFile(tmp, path);
+    } catch (...) {
+      try {
+        RemoveFile(tmp);
+      } catch (...) {
+      }
+      throw;
+    }
+    SyncDirectory(segments_dir);
+    auto segment = Segment::Open(path, number, *schema);
+    rows_written += static_cast<uint64_t>(batch.num_rows());
+    bytes_written += bytes;
+    return segment;
+  }
+
+  // Makes a written batch visible through the index. Caller holds mu exclusively.
+  void Publish(const std::shared_ptr<PendingBatch>& batch, std::shared_ptr<const Segment> segment) {
+    AddSegment(segment);
+    const BatchView& view = batch->view();
+    for (int64_t row = 0; row < view.num_rows; ++row) {
+      auto it = pending.find(KeyAt(view, row));
+      if (it != pending.end() && it->second.batch == batch) pending.erase(it);
+    }
+    sealed.pop_front();
+    ++published_total;
+    cv.notify_all();
+  }
+
+  // Body of the background writer thread.
+  void WriterLoop() {
+    std::unique_lock lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return stop_writer || (!sealed.empty() && !writer_paused); });
+      if (sealed.empty() || writer_paused) break;  // stop requested and nothing writable left
+      std::shared_ptr<PendingBatch> batch = sealed.front();
+      uint64_t number = next_segment_number++;
+      lock.unlock();
+      std::shared_ptr<const Segment> segment;
+      std::exception_ptr error;
+      try {
+        segment = WriteBatch(*batch, number);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      if (error) {
+        writer_error = error;
+        writer_paused = true;
+        cv.notify_all();
+      } else {
+        Publish(batch, std::move(segment));
+      }
+    }
+  }
+
+  // Synchronous mode: writes every sealed batch in the calling thread.
+  void WriteSealedInCaller() {
+    std::lock_guard write_lock(write_mu);
+    std::unique_lock lock(mu);
+    while (!sealed.empty()) {
+      std::shared_ptr<PendingBatch> batch = sealed.front();
+      uint64_t number = next_segment_number++;
+      lock.unlock();
+      auto segment = WriteBatch(*batch, number);
+      lock.lock();
+      Publish(batch, std::move(segment));
+    }
+  }
+
+  // Throws (once) an error of the background writer. The writer stays
+  // paused until a later Put or Flush asks it to retry (ResumeWriter).
+  void RethrowWriterError() {
+    if (!writer_error) return;
+    std::exception_ptr error = writer_error;
+    writer_error = nullptr;
+    std::rethrow_exception(error);
+  }
+
+  void ResumeWriter() {
+    writer_paused = false;
+    cv.notify_all();
+  }
+
+  // ---- reading -------------------------------------------------------------
+
+  // Finds `key` in pending rows, segments or the hot cache. Caller holds mu.
+  Found Find(std::string_view key, std::vector<HotCache::Row>* hot_rows) const {
+    Found found;
+    if (!pending.empty()) {
+      auto it = pending.find(key);
+      if (it != pending.end()) {
+        found.batch = &it->second.batch->view();
+        found.row = it->second.row;
+        return found;
+      }
+    }
+    if (index.size() > 0) {
+      if (auto loc = index.Find(HashKey(key), key, KeyAtFn())) {
+        auto [batch, row] = segments[loc->segment]->Locate(loc->row);
+        found.batch = batch;
+        found.row = row;
+        return found;
+      }
+    }
+    if (hot_rows != nullptr && hot.size() > 0) {
+      hot.With(key, [&](const HotCache::Row& row) {
+        found.hot = static_cast<int>(hot_rows->size());
+        hot_rows->push_back(row);
+      });
+    }
+    return found;
+  }
+
+  GetResult Lookup(std::span<const std::string_view> keys) const {
+    const size_t n = keys.size();
+    GetResult result;
+    result.found.assign(n, 0);
+    std::vector<Found> found(n);
+    std::vector<HotCache::Row> hot_rows;
+    for (size_t i = 0; i < n; ++i) {
+      found[i] = Find(keys[i], &hot_rows);
+      result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
+    }
+    if (!schema) return result;
+    result.leaves.resize(schema->leaves.size());
+    for (size_t l = 0; l < schema->leaves.size(); ++l) {
+      FillLeaf(l, found, hot_rows, &result.leaves[l]);
+    }
+    return result;
+  }
+
+  void FillLeaf(size_t l, const std::vector<Found>& found, const std::vector<HotCache::Row>& hot_rows,
+                LeafResult* out) const {
+    const LeafSpec& spec = schema->leaves[l];
+    const size_t n = found.size();
+    auto shape_of = [&](const Found& f) {
+      return f.hot >= 0 ? hot_rows[f.hot][l].shape : CellShape(f.batch->leaves[l], f.row);
+    };
+    if (spec.kind == LeafKind::kTensor) {
+      // Dense when every found row has the same shape.
+      bool any = false, uniform = true;
+      std::vector<int64_t> shape;
+      for (const Found& f : found) {
+        if (f.batch == nullptr && f.hot < 0) continue;
+        if (!any) {
+          shape = shape_of(f);
+          any = true;
+        } else if (f.hot >= 0 ? hot_rows[f.hot][l].shape != shape : !SameShape(f.batch->leaves[l], f.row, shape)) {
+          uniform = false;
+          break;
+        }
+      }
+      if (any && uniform) {
+        out->is_dense = true;
+        out->shape = shape;
+        out->row_bytes = static_cast<size_t>(NumElements(shape)) * ElementSize(spec.dtype);
+        out->dense.reset(new std::byte[std::max<size_t>(1, n * out->row_bytes)]);
+        for (size_t i = 0; i < n; ++i) {
+          std::byte* dst = out->dense.get() + i * out->row_bytes;
+          const Found& f = found[i];
+          if (f.batch != nullptr) {
+            CopyTensorCell(f.batch->leaves[l], f.row, dst);
+          } else if (f.hot >= 0) {
+            std::memcpy(dst, hot_rows[f.hot][l].bytes.data(), out->row_bytes);
+          } else {
+            std::memset(dst, 0, out->row_bytes);
+          }
+        }
+        return;
+      }
+    }
+    out->rows.resize(n);
+    out->shapes.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const Found& f = found[i];
+      if (f.hot >= 0) {
+        out->rows[i] = hot_rows[f.hot][l].bytes;
+        out->shapes[i] = hot_rows[f.hot][l].shape;
+      } else if (f.batch != nullptr) {
+        const LeafView& leaf = f.batch->leaves[l];
+        if (spec.kind == LeafKind::kTensor) {
+          std::vector<std::byte> bytes(CellTensorBytes(leaf, f.row, ElementSize(spec.dtype)));
+          CopyTensorCell(leaf, f.row, bytes.data());
+          out->rows[i] = std::move(bytes);
+          out->shapes[i] = CellShape(leaf, f.row);
+        } else {
+          auto blob = BlobCell(leaf, f.row);
+          out->rows[i] = std::vector<std::byte>(blob.begin(), blob.end());
+        }
+      }
+    }
+  }
+
+  static bool SameShape(const LeafView& leaf, int64_t row, const std::vector<int64_t>& shape) {
+    if (CellRank(leaf, row) != shape.size()) return false;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (CellDim(leaf, row, d) != shape[d]) return false;
+    }
+    return true;
+  }
+
+  // ---- validation of Put input ---------------------------------------------
+
+  void ValidatePut(size_t n, std::span<const LeafRows> leaves) const {
+    if (leaves.size() != schema->leaves.size()) {
+      throw SchemaMismatchError("the output has " + std::to_string(leaves.size()) +
+                                " leaves but the cache stores " + std::to_string(schema->leaves.size()));
+    }
+    for (size_t l = 0; l < leaves.size(); ++l) {
+      const LeafSpec& spec = schema->leaves[l];
+      const LeafRows& rows = leaves[l];
+      std::string name = spec.name.empty() ? "output" : "leaf '" + spec.name + "'";
+      if (spec.kind == LeafKind::kBlob) {
+        if (rows.is_dense || rows.rows.size() != n) {
+          throw InvalidArgumentError(name + ": expected one blob per key (" + std::to_string(n) + ")");
+        }
+        continue;
+      }
+      size_t element = ElementSize(spec.dtype);
+      if (rows.is_dense) {
+        if (rows.row_bytes != NumElements(rows.shape) * element) {
+          throw InvalidArgumentError(name + ": row size " + std::to_string(rows.row_bytes) +
+                                     " bytes does not match its shape and dtype");
+        }
+        if (n > 0 && rows.row_bytes > 0 && rows.base == nullptr) {
+          throw InvalidArgumentError(name + ": missing data");
+        }
+      } else {
+        if (rows.rows.size() != n || rows.shapes.size() != n) {
+          throw InvalidArgumentError(name + ": expected one row and one shape per key (" +
+                                     std::to_string(n) + ")");
+        }
+        for (size_t i = 0; i < n; ++i) {
+          if (rows.rows[i].size() != NumElements(rows.shapes[i]) * element) {
+            throw InvalidArgumentError(name + ": row " + std::to_string(i) +
+                                       " size does not match its shape and dtype");
+          }
+        }
+      }
+    }
+  }
+
+  size_t RowBytes(std::span<const LeafRows> leaves, size_t i) const {
+    size_t bytes = 0;
+    for (const LeafRows& rows : leaves) {
+      bytes += rows.is_dense ? rows.row_bytes + rows.shape.size() * 8
+                             : rows.rows[i].size() + (rows.shapes.empty() ? 0 : rows.shapes[i].size() * 8);
+    }
+    return bytes;
+  }
+
+  size_t PendingRows() const {
+    size_t rows = active ? static_cast<size_t>(active->num_rows()) : 0;
+    for (const auto& batch : sealed) rows += static_cast<size_t>(batch->num_rows());
+    return rows;
+  }
+
+  size_t DistinctKeys() const {
+    size_t count = index.size();
+    KeyIndex::KeyAt key_at = KeyAtFn();
+    for (const auto& [key, ref] : pending) {
+      if (!index.Find(HashKey(key), key, key_at)) ++count;
+    }
+    return count + hot.size();  // hot rows exist only in stores that do not persist
+  }
+};
+
+// ---- Store -------------------------------------------------------------------
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::unique_ptr<Store> Store::Open(const std::string& cache_dir, const std::string& module_id,
+                                   const Options& options) {
+  ValidateModuleId(module_id);
+  if (cache_dir.empty()) throw InvalidArgumentError("cache_dir must not be empty");
+  auto impl = std::make_unique<Impl>(options);
+  impl->dir = StripTrailingSlashes(cache_dir) + "/" + module_id;
+  impl->segments_dir = impl->dir + "/segments";
+  impl->writers_dir = impl->dir + "/writers";
+  impl->schema_path = impl->dir + "/schema.json";
+  if (!PathExists(impl->dir)) CreateDirectories(impl->dir);
+
+  if (PathExists(impl->schema_path)) {
+    try {
+      impl->schema = format::DecodeSchemaJson(ReadFileToString(impl->schema_path));
+    } catch (const Error& e) {
+      impl->Warn(std::string("ignoring corrupt schema.json (recovering it from the segments): ") + e.what());
+    }
+  }
+  impl->ScanSegments();
+  if (impl->options.persist && impl->options.async_write) {
+    impl->writer_thread = std::thread([raw = impl.get()] { raw->WriterLoop(); });
+  }
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Store::~Store() {
+  try {
+    Close();
+  } catch (const std::exception& e) {
+    std::cerr << "torchcachex: error while closing the cache at " << impl_->dir << ": " << e.what()
+              << "\n";
+  }
+}
+
+std::optional<Schema> Store::schema() const {
+  std::shared_lock lock(impl_->mu);
+  return impl_->schema;
+}
+
+void Store::EnsureSchema(const Schema& schema) {
+  std::unique_lock lock(impl_->mu);
+  impl_->ThrowIfClosed();
+  if (impl_->schema) {
+    std::string difference = impl_->schema->DescribeDifference(schema);
+    if (!difference.empty()) throw SchemaMismatchError(difference);
+    if (impl_->schema->structure.empty()) impl_->schema->structure = schema.structure;
+    return;
+  }
+  if (impl_->options.persist) {
+    WriteFileAtomically(impl_->schema_path, format::EncodeSchemaJson(schema));
+  }
+  impl_->schema = schema;
+}
+
+GetResult Store::GetBatch(std::span<const std::string_view> keys) {
+  GetResult result;
+  {
+    std::shared_lock lock(impl_->mu);
+    impl_->ThrowIfClosed();
+    result = impl_->Lookup(keys);
+  }
+  size_t found = static_cast<size_t>(std::count(result.found.begin(), result.found.end(), 1));
+  if (found < keys.size()) {
+    int64_t now = SteadyNowNs();
+    int64_t last = impl_->last_auto_refresh_ns.load();
+    if (now - last >= kAutoRefreshIntervalNs &&
+        impl_->last_auto_refresh_ns.compare_exchange_strong(last, now) && Refresh() > 0) {
+      std::shared_lock lock(impl_->mu);
+      result = impl_->Lookup(keys);
+      found = static_cast<size_t>(std::count(result.found.begin(), result.found.end(), 1));
+    }
+  }
+  impl_->hits += found;
+  impl_->misses += keys.size() - found;
+  return result;
+}
+
+bool Store::Contains(std::string_view key) {
+  std::shared_lock lock(impl_->mu);
+  impl_->ThrowIfClosed();
+  if (impl_->hot.Contains(key)) return true;
+  Impl::Found found = impl_->Find(key, nullptr);
+  return found.batch != nullptr;
+}
+
+void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows> leaves) {
+  Impl& s = *impl_;
+  std::unique_lock lock(s.mu);
+  s.ThrowIfClosed();
+  s.RethrowWriterError();
+  if (!s.schema) throw InvalidArgumentError("the cache has no schema yet: call EnsureSchema before Put");
+  const size_t n = keys.size();
+  s.ValidatePut(n, leaves);
+  if (!s.options.persist) {
+    lock.unlock();
+    for (size_t i = 0; i < n; ++i) s.hot.Put(keys[i], leaves, i);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (s.RowBytes(leaves, i) >= (size_t{1} << 31) - 1024) {
+      throw InvalidArgumentError("a single sample of " + std::to_string(s.RowBytes(leaves, i)) +
+                                 " bytes is too large for one segment row (limit 2 GiB)");
+    }
+  }
+  s.ClaimWriter();
+  for (size_t i = 0; i < n; ++i) {
+    if (!s.active) s.active = std::make_shared<PendingBatch>(*s.schema);
+    if (s.active->num_rows() > 0 && s.active->WouldOverflow(s.RowBytes(leaves, i))) s.SealActive();
+    if (!s.active) s.active = std::make_shared<PendingBatch>(*s.schema);
+    int64_t row = s.active->Append(keys[i], leaves, i);
+    auto it = s.pending.find(keys[i]);
+    if (it == s.pending.end()) {
+      s.pending.emplace(std::string(keys[i]), Impl::PendingRef{s.active, row});
+    } else {
+      it->second = Impl::PendingRef{s.active, row};
+    }
+    if (static_cast<size_t>(s.active->num_rows()) >= s.options.flush_every ||
+        s.active->bytes() >= s.options.max_pending_bytes) {
+      s.SealActive();
+    }
+  }
+  if (s.active) s.active->UpdateView();
+  if (s.sealed.empty()) return;
+  if (s.options.async_write) {
+    s.ResumeWriter();
+    // Backpressure: bounded memory for batches waiting to be written.
+    s.cv.wait(lock, [&] {
+      return s.sealed.size() <= s.options.max_queued_segments || s.writer_error || s.closed;
+    });
+    s.RethrowWriterError();
+  } else {
+    lock.unlock();
+    s.WriteSealedInCaller();
+  }
+}
+
+void Store::Flush() {
+  Impl& s = *impl_;
+  if (!s.options.persist) return;
+  if (!s.options.async_write) {
+    {
+      std::unique_lock lock(s.mu);
+      s.ThrowIfClosed();
+      s.SealActive();
+    }
+    s.WriteSealedInCaller();
+    return;
+  }
+  std::unique_lock lock(s.mu);
+  s.ThrowIfClosed();
+  s.RethrowWriterError();
+  s.SealActive();
+  uint64_t target = s.sealed_total;
+  s.ResumeWriter();
+  s.cv.wait(lock, [&] { return s.published_total >= target || s.writer_error; });
+  s.RethrowWriterError();
+}
+
+void Store::Close() {
+  Impl& s = *impl_;
+  {
+    std::shared_lock lock(s.mu);
+    if (s.closed) return;
+  }
+  std::exception_ptr flush_error;
+  try {
+    Flush();
+  } catch (...) {
+    flush_error = std::current_exception();
+  }
+  {
+    std::unique_lock lock(s.mu);
+    s.closed = true;
+    s.stop_writer = true;
+    s.writer_paused = true;  // the thread exits instead of retrying
+    s.cv.notify_all();
+  }
+  if (s.writer_thread.joinable()) s.writer_thread.join();
+  {
+    std::unique_lock lock(s.mu);
+    s.writer_lock.reset();
+  }
+  if (flush_error) {
+    try {
+      std::rethrow_exception(flush_error);
+    } catch (const Error& e) {
+      throw IOError(std::string("closing the cache could not persist its last rows: ") + e.what());
+    }
+  }
+}
+
+size_t Store::Refresh() {
+  std::unique_lock lock(impl_->mu);
+  impl_->ThrowIfClosed();
+  return impl_->ScanSegments();
+}
+
+Stats Store::GetStats() const {
+  const Impl& s = *impl_;
+  std::shared_lock lock(s.mu);
+  Stats stats;
+  stats.entries = s.DistinctKeys();
+  stats.segments = s.segments.size();
+  stats.pending_rows = s.PendingRows();
+  stats.hot_cache_rows = s.hot.size();
+  stats.hits = s.hits.load();
+  stats.misses = s.misses.load();
+  stats.rows_written = s.rows_written.load();
+  stats.bytes_written = s.bytes_written.load();
+  stats.skipped_segments = s.skipped_segments;
+  stats.writer_id = s.writer_id;
+  stats.index_bytes = s.index.memory_bytes();
+  return stats;
+}
+
+size_t Store::size() const {
+  std::shared_lock lock(impl_->mu);
+  return impl_->DistinctKeys();
+}
+
+std::vector<std::string> Store::TakeWarnings() {
+  std::lock_guard lock(impl_->warnings_mu);
+  return std::exchange(impl_->warnings, {});
+}
+
+const std::string& Store::path() const { return impl_->dir; }
+
+}  // namespace torchcachex

@@ -1,0 +1,85 @@
+// File-system primitives of the store: memory maps, durable writes, atomic
+// renames, directory listing and advisory locks. POSIX only. Every failure
+// throws IOError naming the path and the OS reason.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace torchcachex {
+
+// A read-only memory map of a whole file. The bytes stay valid while the
+// MappedFile lives, even if the file is renamed or unlinked meanwhile.
+class MappedFile {
+ public:
+  static std::shared_ptr<MappedFile> Open(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+
+ private:
+  MappedFile(const std::byte* data, size_t size) : data_(data), size_(size) {}
+  const std::byte* data_;
+  size_t size_;
+};
+
+// A file being written: buffered appends, explicit Sync() and Close().
+// Created exclusively (fails if the path exists). The destructor closes the
+// descriptor without syncing.
+class WritableFile {
+ public:
+  static std::unique_ptr<WritableFile> Create(const std::string& path);
+  ~WritableFile();
+  WritableFile(const WritableFile&) = delete;
+  WritableFile& operator=(const WritableFile&) = delete;
+
+  void Append(std::span<const std::byte> data);
+  void Sync();   // flushes the buffer and fsyncs the file
+  void Close();  // flushes the buffer and closes (no sync)
+  const std::string& path() const { return path_; }
+
+ private:
+  WritableFile(int fd, std::string path);
+  void FlushBuffer();
+  void WriteAll(const std::byte* data, size_t size);
+  int fd_;
+  std::string path_;
+  std::vector<std::byte> buffer_;
+};
+
+// Holds an exclusive flock() on a lock file until destroyed.
+class FileLock {
+ public:
+  // Returns nullptr if another open file description holds the lock.
+  static std::unique_ptr<FileLock> TryAcquire(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+std::string ReadFileToString(const std::string& path);
+// Writes `contents` to `path` atomically and durably: a temporary file in the
+// same directory, fsync, rename over `path`, fsync of the directory.
+void WriteFileAtomically(const std::string& path, std::string_view contents);
+void RenameFile(const std::string& from, const std::string& to);
+void RemoveFile(const std::string& path);      // ignores a missing file
+void SyncDirectory(const std::string& path);
+void CreateDirectories(const std::string& path);
+bool PathExists(const std::string& path);
+bool IsWritableDirectory(const std::string& path);
+// Names (not paths) of the entries of `path`, excluding "." and "..".
+std::vector<std::string> ListDirectory(const std::string& path);
+// Modification time of `path` in nanoseconds (changes when entries are renamed in).
+int64_t ModificationTimeNs(const std::string& path);
+
+}  // namespace torchcachex

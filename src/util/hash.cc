@@ -1,0 +1,101 @@
+// XXH64 with seed 0, written from the xxHash specification
+// (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md).
+// Input words are read little-endian regardless of the host, so the hash of a
+// key is the same on every machine (hashes may be persisted).
+
+#include "util/hash.h"
+
+#include <cstddef>
+
+namespace torchcachex {
+
+namespace {
+
+constexpr uint64_t kPrime1 = 0x9E3779B185EBCA87ULL;
+constexpr uint64_t kPrime2 = 0xC2B2AE3D27D4EB4FULL;
+constexpr uint64_t kPrime3 = 0x165667B19E3779F9ULL;
+constexpr uint64_t kPrime4 = 0x85EBCA77C2B2AE63ULL;
+constexpr uint64_t kPrime5 = 0x27D4EB2F165667C5ULL;
+
+inline uint64_t Rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+inline uint64_t Read64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+inline uint32_t Read32(const unsigned char* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+inline uint64_t Round(uint64_t acc, uint64_t lane) {
+  acc += lane * kPrime2;
+  acc = Rotl(acc, 31);
+  return acc * kPrime1;
+}
+
+inline uint64_t MergeAccumulator(uint64_t acc, uint64_t lane_acc) {
+  acc ^= Round(0, lane_acc);
+  return acc * kPrime1 + kPrime4;
+}
+
+uint64_t XXH64(const unsigned char* p, size_t len, uint64_t seed) {
+  const unsigned char* const end = p + len;
+  uint64_t acc;
+  if (len >= 32) {
+    uint64_t v1 = seed + kPrime1 + kPrime2;
+    uint64_t v2 = seed + kPrime2;
+    uint64_t v3 = seed;
+    uint64_t v4 = seed - kPrime1;
+    const unsigned char* const limit = end - 32;
+    do {
+      v1 = Round(v1, Read64(p));
+      v2 = Round(v2, Read64(p + 8));
+      v3 = Round(v3, Read64(p + 16));
+      v4 = Round(v4, Read64(p + 24));
+      p += 32;
+    } while (p <= limit);
+    acc = Rotl(v1, 1) + Rotl(v2, 7) + Rotl(v3, 12) + Rotl(v4, 18);
+    acc = MergeAccumulator(acc, v1);
+    acc = MergeAccumulator(acc, v2);
+    acc = MergeAccumulator(acc, v3);
+    acc = MergeAccumulator(acc, v4);
+  } else {
+    acc = seed + kPrime5;
+  }
+  acc += static_cast<uint64_t>(len);
+
+  while (end - p >= 8) {
+    acc ^= Round(0, Read64(p));
+    acc = Rotl(acc, 27) * kPrime1 + kPrime4;
+    p += 8;
+  }
+  if (end - p >= 4) {
+    acc ^= static_cast<uint64_t>(Read32(p)) * kPrime1;
+    acc = Rotl(acc, 23) * kPrime2 + kPrime3;
+    p += 4;
+  }
+  while (p < end) {
+    acc ^= static_cast<uint64_t>(*p) * kPrime5;
+    acc = Rotl(acc, 11) * kPrime1;
+    ++p;
+  }
+
+  // Avalanche.
+  acc ^= acc >> 33;
+  acc *= kPrime2;
+  acc ^= acc >> 29;
+  acc *= kPrime3;
+  acc ^= acc >> 32;
+  return acc;
+}
+
+}  // namespace
+
+uint64_t HashKey(std::string_view key) {
+  return XXH64(reinterpret_cast<const unsigned char*>(key.data()), key.size(), 0);
+}
+
+}  // namespace torchcachex
