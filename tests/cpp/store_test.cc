@@ -216,7 +216,7 @@ TEST(StoreTest, PutRejectsRowsInconsistentWithTheSchema) {
 
 TEST(StoreTest, ModuleIdMustBeOnePathComponent) {
   TempDir tmp;
-  for (std::string bad : {"", ".", "..", "a/b", "..\\x", std::string("a\nb"), std::string("x\x01")}) {
+  for (std::string bad : std::vector<std::string>{"", ".", "..", "a/b", "..\\x", "a\nb", "x\x01"}) {
     EXPECT_THROW(Store::Open(tmp.path(), bad, {}), InvalidArgumentError) << bad;
   }
   EXPECT_NO_THROW(Store::Open(tmp.path(), "résnet-50_v1.2", {}));

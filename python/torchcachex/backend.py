@@ -1,0 +1,798 @@
+"""ArrowIPCCacheBackend: the seed's backend API over the C++ ``Store``.
+
+A backend maps stable per-sample keys to one module output per sample. Outputs
+are flattened into named leaves (see :mod:`torchcachex.tree`):
+
+* **tensor leaves** travel as raw bytes plus a per-sample shape. Writes send a
+  batched tensor ``(B, *shape)`` as one ``(B, row_bytes)`` ``uint8`` view, and
+  reads return one such buffer which becomes a ``(B, *shape)`` tensor without a
+  copy. Every torch dtype round-trips bit-exactly.
+* **non-tensor leaves** (e.g. ``{"width": 224}``) are stored per sample as JSON
+  when they are plain data (``None``, ``bool``, ``int``, finite ``float``,
+  ``str``, and ``list``/``dict`` of those with ``str`` keys). Anything else,
+  tuples included (JSON would turn them into lists), is pickled -- only if the
+  backend has ``allow_pickle=True``, both to write and to read.
+
+Two APIs are offered:
+
+* the seed's per-sample API: :meth:`ArrowIPCCacheBackend.get_batch` returns one
+  output per sample (tensors without the batch dimension) and
+  :meth:`ArrowIPCCacheBackend.put_batch` takes ``{key: output}``;
+* the batched fast path used by :class:`~torchcachex.CacheModuleDecorator`:
+  :meth:`ArrowIPCCacheBackend.lookup_batch` returns a :class:`CachedBatch` that
+  assembles whole batched outputs, and
+  :meth:`ArrowIPCCacheBackend.put_batch_outputs` stores a batched module output.
+  Neither creates per-sample Python objects for tensor leaves.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import pickle
+import re
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import _core, tree
+from .errors import PickleNotAllowedError, SchemaMismatchError
+
+__all__ = ["ArrowIPCCacheBackend", "CachedBatch", "Keys", "normalize_keys"]
+
+Device = Union[str, torch.device]
+KeyLike = Union[str, int, np.integer]
+
+# dtype recorded for blob leaves (the engine ignores it; any valid name will do).
+_BLOB_DTYPE = "torch.uint8"
+# First byte of every pickle of protocol >= 2; JSON text never starts with it.
+_PICKLE_MARK = 0x80
+_PICKLE_PROTOCOL = 5
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class Keys:
+    """The normalized keys of one batch.
+
+    ``values`` is either a 1-D ``numpy.int64`` array (integer ids: no per-key
+    Python work) or a ``list[str]``. Integers name the same entry as their
+    decimal string: ``7``, ``"7"`` and ``torch.tensor([7])`` are one key.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Union[np.ndarray, List[str]]):
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return f"Keys({self.values!r})"
+
+    def take(self, positions: np.ndarray) -> "Keys":
+        """The keys at ``positions`` (an int64 array)."""
+        if isinstance(self.values, np.ndarray):
+            return Keys(self.values[positions])
+        return Keys([self.values[i] for i in positions.tolist()])
+
+    def first_occurrences(self, positions: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Deduplicates the keys at ``positions``.
+
+        Returns ``(first, inverse)``: ``first`` holds, for every distinct key, the
+        position of its first occurrence (in order of appearance); ``inverse[j]``
+        is the index into ``first`` of the key at ``positions[j]``. ``inverse`` is
+        ``None`` when the keys are already distinct (then ``first is positions``).
+        """
+        if isinstance(self.values, np.ndarray):
+            sub = self.values[positions]
+            _, first_idx, inverse = np.unique(sub, return_index=True, return_inverse=True)
+            if len(first_idx) == len(sub):
+                return positions, None
+            order = np.argsort(first_idx, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            return positions[first_idx[order]], rank[inverse.reshape(-1)].astype(np.int64)
+        seen: Dict[str, int] = {}
+        inverse_list = []
+        first_list = []
+        for pos in positions.tolist():
+            key = self.values[pos]
+            idx = seen.get(key)
+            if idx is None:
+                idx = seen[key] = len(first_list)
+                first_list.append(pos)
+            inverse_list.append(idx)
+        if len(first_list) == len(positions):
+            return positions, None
+        return np.asarray(first_list, dtype=np.int64), np.asarray(inverse_list, dtype=np.int64)
+
+
+_ACCEPTED_KEYS = (
+    "a list/tuple of str or int (numpy integers and 0-d integer tensors included), "
+    "a 1-D integer torch.Tensor (e.g. a collated LongTensor) or a 1-D integer numpy array"
+)
+
+
+def _key_str(key: Any, index: int) -> str:
+    if type(key) is str:
+        return key
+    if isinstance(key, bool) or isinstance(key, np.bool_):
+        raise TypeError(
+            f"cache id at index {index} is a bool ({key!r}); ids must be str or int. "
+            f"Accepted: {_ACCEPTED_KEYS}"
+        )
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, (int, np.integer)):
+        return str(int(key))
+    if isinstance(key, torch.Tensor) and key.dim() == 0 and not key.is_floating_point() \
+            and not key.is_complex() and key.dtype != torch.bool:
+        return str(int(key.item()))
+    raise TypeError(
+        f"cache id at index {index} has unsupported type {type(key).__name__} ({key!r}); "
+        f"accepted: {_ACCEPTED_KEYS}"
+    )
+
+
+def _int_array_keys(arr: np.ndarray) -> Keys:
+    if arr.ndim != 1:
+        raise ValueError(f"cache ids must be a 1-D sequence, got an array of shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        raise TypeError(f"cache ids must be str or int, got a bool array; accepted: {_ACCEPTED_KEYS}")
+    if arr.dtype.kind == "i":
+        return Keys(np.ascontiguousarray(arr, dtype=np.int64))
+    if arr.dtype.kind == "u":
+        if arr.size == 0 or int(arr.max()) <= np.iinfo(np.int64).max:
+            return Keys(np.ascontiguousarray(arr, dtype=np.int64))
+        return Keys([str(int(k)) for k in arr.tolist()])
+    if arr.dtype.kind in "UO":
+        return Keys([_key_str(k, i) for i, k in enumerate(arr.tolist())])
+    raise TypeError(f"cache ids of dtype {arr.dtype} are not supported; accepted: {_ACCEPTED_KEYS}")
+
+
+def normalize_keys(keys: Any) -> Keys:
+    """Normalizes a batch of cache ids.
+
+    Accepts a ``list``/``tuple`` of ``str``/``int`` (numpy integers and 0-d
+    integer tensors included), a 1-D integer ``torch.Tensor`` (moved to CPU) or
+    a 1-D integer/str numpy array. ``bool`` ids and other types raise
+    ``TypeError`` naming the offending index and type.
+    """
+    if isinstance(keys, Keys):
+        return keys
+    if isinstance(keys, torch.Tensor):
+        if keys.is_floating_point() or keys.is_complex() or keys.dtype == torch.bool:
+            raise TypeError(
+                f"cache ids tensor must have an integer dtype, got {keys.dtype}; "
+                f"accepted: {_ACCEPTED_KEYS}"
+            )
+        if keys.dim() != 1:
+            raise ValueError(
+                f"cache ids tensor must be 1-D (one id per sample), got shape {tuple(keys.shape)}"
+            )
+        return _int_array_keys(keys.detach().cpu().numpy())
+    if isinstance(keys, np.ndarray):
+        return _int_array_keys(keys)
+    if isinstance(keys, (list, tuple)):
+        return Keys([_key_str(k, i) for i, k in enumerate(keys)])
+    raise TypeError(
+        f"cache ids must be a batch (one id per sample), got {type(keys).__name__}; "
+        f"accepted: {_ACCEPTED_KEYS}"
+    )
+
+
+# ----------------------------------------------------------------- leaf codecs
+
+
+def _is_plain(value: Any) -> bool:
+    """True if JSON round-trips ``value`` exactly (no tuples, no subclasses)."""
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_is_plain(v) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _encode_blob(value: Any, allow_pickle: bool, leaf: str) -> bytes:
+    if _is_plain(value):
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+    if allow_pickle:
+        return pickle.dumps(value, protocol=_PICKLE_PROTOCOL)
+    raise TypeError(
+        f"non-tensor output {_leaf_label(leaf)} of type {type(value).__name__} is not plain "
+        "JSON data (None, bool, int, finite float, str, and lists/str-keyed dicts of those; "
+        "tuples are not), so it can only be stored as a pickle. Pass allow_pickle=True to "
+        "ArrowIPCCacheBackend if the cache directory is trusted."
+    )
+
+
+def _decode_blob(data: bytes, allow_pickle: bool, leaf: str, path: str) -> Any:
+    if data[:1] == bytes([_PICKLE_MARK]):
+        if not allow_pickle:
+            raise PickleNotAllowedError(
+                f"the cached value of {_leaf_label(leaf)} in {path} is a pickle; it was not "
+                "unpickled because the backend has allow_pickle=False. Unpickling runs code "
+                "chosen by whoever wrote the cache: pass allow_pickle=True only if you trust "
+                "the cache directory."
+            )
+        return pickle.loads(data)
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise _core.CorruptFileError(
+            f"the cached value of {_leaf_label(leaf)} in {path} is neither JSON nor a pickle"
+        ) from exc
+
+
+def _leaf_label(name: str) -> str:
+    return f"leaf {name!r}" if name else "the module output"
+
+
+def _dtype_from_name(name: str) -> torch.dtype:
+    dtype = getattr(torch, name[len("torch."):], None) if name.startswith("torch.") else None
+    if not isinstance(dtype, torch.dtype):
+        raise _core.CorruptFileError(f"cache schema names unknown torch dtype {name!r}")
+    return dtype
+
+
+def _tensor_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy-or-view of ``t`` with conj/neg bits resolved."""
+    if t.layout != torch.strided:
+        raise TypeError(f"only dense (strided) tensors can be cached, got layout {t.layout}")
+    return t.detach().cpu().resolve_conj().resolve_neg().contiguous()
+
+
+def _encode_dense(t: torch.Tensor, batch: int, leaf: str) -> tuple:
+    if t.dim() == 0 or t.shape[0] != batch:
+        raise ValueError(
+            f"the module output must be batched along dim 0: {_leaf_label(leaf)} has shape "
+            f"{tuple(t.shape)} but the batch has {batch} cache ids"
+        )
+    t = _tensor_bytes(t)
+    shape = tuple(t.shape[1:])
+    if t.numel() == 0:
+        rows = np.zeros((batch, 0), dtype=np.uint8)
+    else:
+        rows = t.reshape(batch, -1).view(torch.uint8).numpy()
+    return ("dense", rows, shape)
+
+
+def _encode_row(t: torch.Tensor) -> Tuple[np.ndarray, tuple]:
+    t = _tensor_bytes(t)
+    if t.numel() == 0:
+        return np.zeros(0, dtype=np.uint8), tuple(t.shape)
+    return t.reshape(-1).view(torch.uint8).numpy(), tuple(t.shape)
+
+
+def _decode_dense(rows: np.ndarray, shape: Sequence[int], dtype: torch.dtype, leaf: str) -> torch.Tensor:
+    batch = rows.shape[0]
+    numel = math.prod(shape)
+    expected = numel * dtype.itemsize
+    if rows.shape[1] != expected:
+        raise _core.CorruptFileError(
+            f"cached rows of {_leaf_label(leaf)} hold {rows.shape[1]} bytes, but shape "
+            f"{tuple(shape)} of {dtype} needs {expected}"
+        )
+    if batch == 0 or expected == 0:
+        return torch.empty((batch, *shape), dtype=dtype)
+    if not rows.flags.writeable:  # torch.from_numpy warns on read-only arrays
+        rows = rows.copy()
+    return torch.from_numpy(rows).view(dtype).reshape(batch, *shape)
+
+
+def _decode_row(buf: np.ndarray, shape: Sequence[int], dtype: torch.dtype, leaf: str) -> torch.Tensor:
+    if math.prod(shape) * dtype.itemsize != buf.size:
+        raise _core.CorruptFileError(
+            f"a cached row of {_leaf_label(leaf)} holds {buf.size} bytes, but shape "
+            f"{tuple(shape)} of {dtype} needs {math.prod(shape) * dtype.itemsize}"
+        )
+    if buf.size == 0:
+        return torch.empty(tuple(shape), dtype=dtype)
+    if not buf.flags.writeable:
+        buf = buf.copy()
+    return torch.from_numpy(buf).view(dtype).reshape(tuple(shape))
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Moves ``t`` to ``device``; CPU->CUDA goes through pinned memory, non-blocking."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+# ------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The cache's schema, parsed: leaves and how to rebuild an output."""
+
+    names: Tuple[str, ...]
+    kinds: Tuple[str, ...]
+    dtypes: Tuple[Optional[torch.dtype], ...]
+    output_structure: str
+    spec: tree.Spec
+
+    @classmethod
+    def from_schema(cls, schema: Mapping[str, Any]) -> "_Layout":
+        names, kinds, dtypes = [], [], []
+        for name, kind, dtype in schema["leaves"]:
+            names.append(name)
+            kinds.append(kind)
+            dtypes.append(_dtype_from_name(dtype) if kind == tree.TENSOR else None)
+        spec = tree.spec_from_schema(schema["output_structure"], names, schema.get("structure") or "")
+        return cls(tuple(names), tuple(kinds), tuple(dtypes), schema["output_structure"], spec)
+
+
+def _describe_structure(output_structure: str, spec: tree.Spec) -> str:
+    return f"{output_structure} {tree.spec_to_json(spec)}"
+
+
+# -------------------------------------------------------------- cached batch
+
+
+class CachedBatch:
+    """The result of :meth:`ArrowIPCCacheBackend.lookup_batch` for ``B`` keys.
+
+    ``found`` is a ``(B,)`` bool array. :meth:`output` assembles the batched
+    output when every key was found; :meth:`merge` fills the misses with freshly
+    computed outputs. Both return tensors shaped ``(B, *shape)`` (zero-copy from
+    the engine's buffer on CPU), or a list of ``B`` tensors for a leaf whose rows
+    have different shapes. A non-tensor leaf becomes the one value all samples
+    share, or the list of per-sample values if they differ.
+    """
+
+    def __init__(self, backend: "ArrowIPCCacheBackend", layout: Optional[_Layout],
+                 found: np.ndarray, leaves: list):
+        self._backend = backend
+        self._layout = layout
+        self.found = found
+        self._leaves = leaves
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    @property
+    def num_found(self) -> int:
+        """Number of keys found."""
+        return int(np.count_nonzero(self.found))
+
+    @property
+    def all_found(self) -> bool:
+        """True if every key was found."""
+        return bool(self.found.all())
+
+    @property
+    def missing_positions(self) -> np.ndarray:
+        """Positions (``int64`` array) of the keys not found, in batch order."""
+        return np.flatnonzero(~self.found).astype(np.int64)
+
+    # -- assembling
+
+    def output(self, device: Device = "cpu") -> Any:
+        """The batched output, on ``device``. Requires :attr:`all_found`."""
+        if not self.all_found:
+            raise ValueError("CachedBatch.output() needs every key found; use merge() for misses")
+        layout = self._require_layout()
+        device = torch.device(device)
+        values = {name: self._cached_leaf(i, device) for i, name in enumerate(layout.names)}
+        return tree.leaf_map(layout.spec, values)
+
+    def merge(self, positions: np.ndarray, computed: Any, inverse: Optional[np.ndarray] = None,
+              device: Device = "cpu") -> Any:
+        """The batched output with ``computed`` filling the missing positions.
+
+        Args:
+            positions: the positions the computed rows go to (usually
+                :attr:`missing_positions`).
+            computed: a batched module output. Row ``inverse[j]`` of it (row ``j``
+                if ``inverse`` is ``None``) is the output at ``positions[j]``.
+            inverse: maps positions to computed rows (for duplicate keys).
+            device: where the result goes.
+        """
+        device = torch.device(device)
+        flat = tree.flatten(computed)
+        positions = np.asarray(positions, dtype=np.int64)
+        all_computed = len(positions) == len(self.found) and self.num_found == 0
+        index = torch.from_numpy(positions)
+        gather = None if inverse is None else torch.from_numpy(np.asarray(inverse, dtype=np.int64))
+        leaf_index = {} if self._layout is None else {n: i for i, n in enumerate(self._layout.names)}
+        values = {}
+        for name, value in zip(flat.names, flat.values):
+            i = leaf_index.get(name)
+            if isinstance(value, torch.Tensor):
+                rows = value if gather is None else value.index_select(0, gather.to(value.device))
+                rows = rows.detach()
+                if all_computed:  # positions == arange(B)
+                    values[name] = rows.to(device)
+                else:
+                    values[name] = self._merge_tensor(i, name, index, rows, device)
+            else:
+                values[name] = self._merge_blob(i, name, positions, value)
+        return tree.leaf_map(flat.spec, values)
+
+    # -- per sample (seed API)
+
+    def samples(self, device: Device = "cpu") -> List[Any]:
+        """One output per position (tensors without the batch dim), ``None`` for misses."""
+        results: List[Any] = [None] * len(self.found)
+        if self._layout is None or not self.found.any():
+            return results
+        layout = self._layout
+        device = torch.device(device)
+        columns: Dict[str, Any] = {}
+        for i, (name, kind) in enumerate(zip(layout.names, layout.kinds)):
+            if kind == tree.TENSOR:
+                columns[name] = self._cached_leaf(i, device)
+            else:
+                columns[name] = self._blob_rows(i, name)
+        for pos in np.flatnonzero(self.found).tolist():
+            results[pos] = tree.unflatten(layout.spec, lambda n, p=pos: columns[n][p])
+        return results
+
+    # -- helpers
+
+    def _require_layout(self) -> _Layout:
+        if self._layout is None:
+            raise ValueError("the cache has no schema yet")
+        return self._layout
+
+    def _cached_leaf(self, i: int, device: torch.device) -> Any:
+        """Tensor leaf ``i`` as a (B, ...) tensor or a list of B tensors (None for misses)."""
+        layout = self._require_layout()
+        name, kind, dtype = layout.names[i], layout.kinds[i], layout.dtypes[i]
+        leaf = self._leaves[i]
+        if kind != tree.TENSOR:
+            return self._collapse(self._blob_bytes(i), name)
+        if leaf[0] == "dense":
+            return _to_device(_decode_dense(leaf[1], tuple(leaf[2]), dtype, name), device)
+        return [None if row is None else _decode_row(row[0], tuple(row[1]), dtype, name).to(device)
+                for row in leaf[1]]
+
+    def _merge_tensor(self, i: Optional[int], name: str, index: torch.Tensor,
+                      rows: torch.Tensor, device: torch.device) -> Any:
+        cached = self._cached_leaf(i, device) if i is not None else [None] * len(self.found)
+        rows = rows.to(device)
+        if isinstance(cached, torch.Tensor) and cached.dtype == rows.dtype \
+                and cached.shape[1:] == rows.shape[1:]:
+            if rows.numel():
+                # Scatter bytes: index_put is not implemented for every dtype (uint16...).
+                target = cached.reshape(cached.shape[0], -1).view(torch.uint8)
+                target[index.to(device)] = rows.contiguous().reshape(rows.shape[0], -1).view(torch.uint8)
+            return cached
+        out = list(cached) if isinstance(cached, torch.Tensor) else cached
+        for j, pos in enumerate(index.tolist()):
+            out[pos] = rows[j]
+        return out
+
+    def _merge_blob(self, i: Optional[int], name: str, positions: np.ndarray, value: Any) -> Any:
+        rows = self._blob_bytes(i) if i is not None else [None] * len(self.found)
+        encoded = _encode_blob(value, self._backend.allow_pickle, name)
+        for pos in positions.tolist():
+            rows[pos] = encoded
+        return self._collapse(rows, name)
+
+    def _blob_bytes(self, i: int) -> List[Optional[bytes]]:
+        return list(self._leaves[i][1])
+
+    def _blob_rows(self, i: int, name: str) -> List[Any]:
+        decode = self._decode
+        return [None if b is None else decode(b, name) for b in self._blob_bytes(i)]
+
+    def _collapse(self, rows: List[Optional[bytes]], name: str) -> Any:
+        distinct = set(rows)
+        if len(distinct) == 1:
+            return self._decode(rows[0], name)
+        return [self._decode(b, name) for b in rows]
+
+    def _decode(self, data: bytes, name: str) -> Any:
+        return _decode_blob(data, self._backend.allow_pickle, name, self._backend.path)
+
+
+# ------------------------------------------------------------------ backend
+
+_MODULE_ID_HELP = (
+    "module_id must be a single directory name: a non-empty str without '/', '\\', "
+    "control characters, and not '.' or '..'. Use a stable, versioned name such as "
+    "'resnet50_imagenet_v1'"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# Backends that still need closing at interpreter exit; weak so that a backend
+# can be garbage collected (its engine store then flushes on destruction).
+_LIVE: "weakref.WeakSet[ArrowIPCCacheBackend]" = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    for backend in list(_LIVE):
+        try:
+            backend.close()
+        except Exception as exc:  # noqa: BLE001 - report, keep closing the others
+            warnings.warn(f"torchcachex: closing {backend!r} at exit failed: {exc}", RuntimeWarning)
+
+
+atexit.register(_close_all_at_exit)
+
+
+def _check_module_id(module_id: Any) -> str:
+    if not isinstance(module_id, str):
+        raise TypeError(f"{_MODULE_ID_HELP}; got {type(module_id).__name__}")
+    if (not module_id or module_id in (".", "..") or "/" in module_id or "\\" in module_id
+            or _CONTROL.search(module_id)):
+        raise ValueError(f"{_MODULE_ID_HELP}; got {module_id!r}")
+    return module_id
+
+
+def _next_module_id(module_id: str) -> str:
+    match = re.fullmatch(r"(.*_v)(\d+)", module_id)
+    return f"{match.group(1)}{int(match.group(2)) + 1}" if match else f"{module_id}_v2"
+
+
+def _positive_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class ArrowIPCCacheBackend:
+    """A per-sample disk cache of module outputs in ``cache_dir/module_id``.
+
+    Args:
+        cache_dir: directory holding one sub-directory per ``module_id``.
+        module_id: stable name of the cached computation, one directory name;
+            change it (``"..._v2"``) when the module changes.
+        lru_size: rows a non-writing rank keeps in RAM (its hot cache). A
+            writing backend serves its rows from pending buffers and
+            memory-mapped segments, so the OS page cache is its hot cache.
+        async_write: write segments on the engine's background thread (``True``)
+            or in the calling thread. Either way :meth:`flush` makes rows durable.
+        max_workers: how many sealed segments may wait for the writer before
+            ``put`` blocks (backpressure). The engine has one writer thread per
+            cache; this bounds the memory of its queue.
+        flush_every: rows per segment file.
+        writer_rank: the only rank that writes to disk (DDP).
+        current_rank: this process's rank. ``None`` means single-process: this
+            backend writes. A rank other than ``writer_rank`` writes nothing to
+            disk; it keeps its own results in its hot cache.
+        allow_pickle: allow storing and loading non-JSON, non-tensor values with
+            pickle. Leave ``False`` unless you trust the cache directory:
+            unpickling runs code chosen by whoever wrote the cache.
+
+    Rows are readable at once after a put and durable after :meth:`flush`
+    (also done by :meth:`close`, on context-manager exit and at interpreter exit).
+    """
+
+    def __init__(
+        self,
+        cache_dir: Union[str, "os.PathLike[str]"],
+        module_id: str,
+        lru_size: int = 4096,
+        async_write: bool = True,
+        max_workers: int = 2,
+        flush_every: int = 2048,
+        writer_rank: int = 0,
+        current_rank: Optional[int] = None,
+        allow_pickle: bool = False,
+    ):
+        if not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a str or os.PathLike, got {type(cache_dir).__name__}")
+        self.cache_dir = os.fspath(cache_dir)
+        self.module_id = _check_module_id(module_id)
+        self.lru_size = _positive_int("lru_size", lru_size, 0)
+        self.flush_every = _positive_int("flush_every", flush_every, 1)
+        self.max_workers = _positive_int("max_workers", max_workers, 1)
+        self.async_write = bool(async_write)
+        self.writer_rank = writer_rank
+        self.current_rank = current_rank
+        self.allow_pickle = bool(allow_pickle)
+        self.persist = current_rank is None or current_rank == writer_rank
+        self._closed = False
+        self._layout: Optional[_Layout] = None
+        self._ensured: Optional[tuple] = None
+        self._store = _core.Store(
+            self.cache_dir,
+            self.module_id,
+            hot_cache_rows=self.lru_size,
+            flush_every=self.flush_every,
+            async_write=self.async_write,
+            max_queued_segments=self.max_workers,
+            persist=self.persist,
+        )
+        _LIVE.add(self)
+        self._emit_warnings()
+
+    # -- seed API
+
+    def get_batch(self, keys: Any, map_location: Device = "cpu") -> Tuple[List[Any], List[int]]:
+        """Looks up a batch of keys.
+
+        Returns ``(results, missing_positions)``: ``results[i]`` is the output of
+        sample ``i`` (its structure, tensors without the batch dimension, on
+        ``map_location``) or ``None`` if it is not cached; ``missing_positions``
+        lists the positions of the misses.
+        """
+        cached = self.lookup_batch(keys)
+        return cached.samples(map_location), cached.missing_positions.tolist()
+
+    def put_batch(self, items: Mapping[Any, Any]) -> None:
+        """Stores per-sample outputs: ``{key: output}`` (tensors without batch dim).
+
+        Every sample must have the same output structure and dtypes; tensor
+        shapes may differ between samples.
+        """
+        if not isinstance(items, Mapping):
+            raise TypeError(f"put_batch expects a mapping {{key: output}}, got {type(items).__name__}")
+        keys = normalize_keys(list(items.keys()))
+        if not len(keys):
+            return
+        flats = [tree.flatten(output) for output in items.values()]
+        first = flats[0]
+        for key, flat in zip(keys.values, flats):
+            if flat.spec != first.spec or flat.kinds() != first.kinds():
+                raise ValueError(
+                    f"sample {key!r} has a different output structure than the first sample: "
+                    f"{_describe_structure(flat.output_structure, flat.spec)} vs "
+                    f"{_describe_structure(first.output_structure, first.spec)}"
+                )
+        payload, dtypes = [], []
+        for j, (name, kind) in enumerate(zip(first.names, first.kinds())):
+            column = [flat.values[j] for flat in flats]
+            if kind == tree.BLOB:
+                payload.append(("blob", [_encode_blob(v, self.allow_pickle, name) for v in column]))
+                dtypes.append(None)
+                continue
+            dtype = column[0].dtype
+            if any(t.dtype != dtype for t in column):
+                raise ValueError(f"samples disagree on the dtype of {_leaf_label(name)}")
+            dtypes.append(dtype)
+            if all(t.shape == column[0].shape for t in column):
+                payload.append(_encode_dense(torch.stack([t.detach() for t in column]), len(keys), name))
+            else:
+                payload.append(("ragged", [_encode_row(t) for t in column]))
+        self._ensure_schema(first, dtypes)
+        self._store.put_batch(keys.values, payload)
+
+    # -- batched fast path (used by CacheModuleDecorator)
+
+    def lookup_batch(self, keys: Any) -> CachedBatch:
+        """Looks up a batch of keys; returns a :class:`CachedBatch`.
+
+        The fast path: tensor leaves stay one ``(B, ...)`` buffer each, with no
+        per-sample Python objects.
+        """
+        keys = normalize_keys(keys)
+        found, leaves = self._store.get_batch(keys.values)
+        if leaves and self._layout is None:
+            self._load_layout()
+        self._emit_warnings()
+        return CachedBatch(self, self._layout if leaves else None, np.asarray(found, dtype=bool), leaves)
+
+    def put_batch_outputs(self, keys: Any, output: Any) -> None:
+        """Stores a batched module output: one row per key along dim 0.
+
+        Tensor leaves must be batched (``shape[0] == len(keys)``); a non-tensor
+        leaf describes the whole batch and is stored for every sample. Everything
+        is validated and encoded before the cache is touched, so a failing put
+        leaves the cache as it was.
+        """
+        keys = normalize_keys(keys)
+        batch = len(keys)
+        if batch == 0:
+            return
+        flat = tree.flatten(output)
+        payload, dtypes = [], []
+        for name, value in zip(flat.names, flat.values):
+            if isinstance(value, torch.Tensor):
+                payload.append(_encode_dense(value, batch, name))
+                dtypes.append(value.dtype)
+            else:
+                payload.append(("blob", [_encode_blob(value, self.allow_pickle, name)] * batch))
+                dtypes.append(None)
+        self._ensure_schema(flat, dtypes)
+        self._store.put_batch(keys.values, payload)
+
+    # -- schema
+
+    def _load_layout(self) -> Optional[_Layout]:
+        schema = self._store.schema()
+        self._layout = None if schema is None else _Layout.from_schema(schema)
+        return self._layout
+
+    def _mismatch(self, difference: str) -> SchemaMismatchError:
+        difference = difference.rstrip().rstrip(".")
+        return SchemaMismatchError(
+            f"{difference}. The cache at {self.path} was written by a module with a different "
+            f"output; if the module changed, use a new module_id (e.g. "
+            f"'{_next_module_id(self.module_id)}')"
+        )
+
+    def _ensure_schema(self, flat: tree.Flattened, dtypes: Sequence[Optional[torch.dtype]]) -> None:
+        leaves = [
+            (name, tree.TENSOR, str(dtype)) if dtype is not None else (name, tree.BLOB, _BLOB_DTYPE)
+            for name, dtype in zip(flat.names, dtypes)
+        ]
+        signature = (tuple(leaves), flat.output_structure, tree.spec_to_json(flat.spec))
+        if signature == self._ensured:
+            return
+        try:
+            self._store.ensure_schema(leaves, flat.output_structure, signature[2])
+        except SchemaMismatchError as exc:
+            raise self._mismatch(str(exc)) from None
+        layout = self._layout or self._load_layout()
+        if layout is None:  # pragma: no cover - the engine just adopted a schema
+            raise _core.Error("the cache did not record its schema")
+        if layout.output_structure != flat.output_structure or not tree.structures_equal(layout.spec, flat.spec):
+            raise self._mismatch(
+                f"output structure differs: the cache holds "
+                f"{_describe_structure(layout.output_structure, layout.spec)}, the module returned "
+                f"{_describe_structure(flat.output_structure, flat.spec)}"
+            )
+        self._ensured = signature
+
+    # -- management
+
+    @property
+    def path(self) -> str:
+        """The cache directory of this module: ``cache_dir/module_id``."""
+        return os.path.join(self.cache_dir, self.module_id)
+
+    def flush(self) -> None:
+        """Blocks until every row put so far is durable on disk."""
+        self._store.flush()
+
+    def close(self) -> None:
+        """Flushes and releases the cache. Idempotent; later use raises ``ClosedError``."""
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE.discard(self)
+        self._store.close()
+
+    def refresh(self) -> int:
+        """Picks up segments written by other processes; returns how many were loaded."""
+        loaded = self._store.refresh()
+        self._emit_warnings()
+        return loaded
+
+    def stats(self) -> Dict[str, int]:
+        """Engine counters: entries, segments, pending_rows, hits, misses, bytes..."""
+        return dict(self._store.stats())
+
+    def _emit_warnings(self) -> None:
+        for message in self._store.take_warnings():
+            warnings.warn(f"torchcachex: {message}", RuntimeWarning, stacklevel=3)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, key: Any) -> bool:
+        if isinstance(key, torch.Tensor) and key.dim() == 1 and key.numel() == 1:
+            key = key[0]
+        return self._store.contains(_key_str(key, 0))
+
+    def __enter__(self) -> "ArrowIPCCacheBackend":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"entries={len(self)}"
+        return (f"ArrowIPCCacheBackend(cache_dir={self.cache_dir!r}, module_id={self.module_id!r}, "
+                f"{state}, persist={self.persist})")
