@@ -248,11 +248,13 @@ std::string EncodeSchemaJson(const Schema& schema) {
     }
   }
   json::Object ours;
+  ours.reserve(3);
   ours.emplace_back("format_version", kFormatVersion);
   ours.emplace_back("leaves", std::move(leaves));
   ours.emplace_back("structure", std::move(structure));
 
   json::Object root;
+  root.reserve(4);
   root.emplace_back("fields", std::move(fields));
   root.emplace_back("metadata", OriginalMetadata(schema));
   root.emplace_back("output_structure", schema.output_structure);

@@ -186,7 +186,8 @@ OwnedTable SampleTable() {
       ListColumn<float>("data", ArrowPrimitive::kFloat32, {{1.5f, -2.0f}, {}, {3.25f}}));
   t.columns.back().field.metadata = {{"torch_dtype", "torch.float32"}};
   t.columns.push_back(ListColumn<int64_t>("shape", ArrowPrimitive::kInt64, {{2}, {0}, {1}}));
-  t.columns.push_back(StringColumn("extra_blob", {std::string("\x00\x01", 2), "zz", ""}, /*binary=*/true));
+  t.columns.push_back(
+      StringColumn("extra_blob", {std::string("\x00\x01", 2), "zz", ""}, /*binary=*/true));
   t.metadata = {{"output_structure", "tensor"}, {"torchcachex.schema", "{\"v\": 1}"}};
   return t;
 }
