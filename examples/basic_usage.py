@@ -108,6 +108,7 @@ def percent(part: int, whole: int) -> str:
 
 
 def run_label(run: int) -> str:
+    """"First run", "Second run", ... for the summary line."""
     return {1: "First run", 2: "Second run", 3: "Third run"}.get(run, f"Run {run}")
 
 
@@ -181,14 +182,14 @@ def main() -> None:
         print(f"cache: {stats['entries']} samples in {stats['segments']} segment(s)")
 
     hit_pct = percent(*epoch_hits[0])
-    if run == 1:
+    first = timings.get("first_run_epoch1_s")
+    if first is None:
         print(
             f"{run_label(run)}: epoch 1 took {epoch_times[0]:.2f} s and filled the cache "
             f"({hit_pct} cache hits). Run the script again to reuse it."
         )
         timings["first_run_epoch1_s"] = epoch_times[0]
     else:
-        first = float(timings["first_run_epoch1_s"])
         speedup = first / epoch_times[0]
         print(
             f"{run_label(run)}: epoch 1 took {epoch_times[0]:.2f} s vs {first:.2f} s on the first run "

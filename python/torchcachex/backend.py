@@ -36,7 +36,7 @@ import re
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,10 +47,9 @@ from .errors import PickleNotAllowedError, SchemaMismatchError
 __all__ = ["ArrowIPCCacheBackend", "CachedBatch", "Keys", "normalize_keys"]
 
 Device = Union[str, torch.device]
-KeyLike = Union[str, int, np.integer]
 
-# dtype recorded for blob leaves (the engine ignores it; any valid name will do).
-_BLOB_DTYPE = "torch.uint8"
+# dtype sent for blob leaves (the engine ignores it and reports "").
+_BLOB_DTYPE = ""
 # First byte of every pickle of protocol >= 2; JSON text never starts with it.
 _PICKLE_MARK = 0x80
 _PICKLE_PROTOCOL = 5
@@ -716,6 +715,7 @@ class ArrowIPCCacheBackend:
 
     def _mismatch(self, difference: str) -> SchemaMismatchError:
         difference = difference.rstrip().rstrip(".")
+        difference = difference[:1].upper() + difference[1:]
         return SchemaMismatchError(
             f"{difference}. The cache at {self.path} was written by a module with a different "
             f"output; if the module changed, use a new module_id (e.g. "

@@ -118,8 +118,9 @@ Schema InferFromLayout(const std::vector<Field>& fields, const KeyValueMetadata&
   }
   if (schema.leaves.empty()) NotASegment("no data or blob columns");
 
-  if (const std::string* structure = FindMetadata(metadata, kOutputStructureKey)) {
-    schema.output_structure = *structure;
+  const std::string* recorded = FindMetadata(metadata, kOutputStructureKey);
+  if (recorded != nullptr && !recorded->empty()) {
+    schema.output_structure = *recorded;
   } else if (schema.leaves.size() == 1 && schema.leaves[0].name.empty()) {
     schema.output_structure = schema.leaves[0].kind == LeafKind::kTensor ? "tensor" : "blob";
   } else {
@@ -181,7 +182,9 @@ std::vector<Field> SegmentFields(const Schema& schema) {
 KeyValueMetadata SegmentMetadata(const Schema& schema) {
   std::string schema_json = EncodeSchemaJson(schema);
   KeyValueMetadata metadata;
-  metadata.emplace_back(kOutputStructureKey, schema.output_structure);
+  if (!schema.output_structure.empty()) {
+    metadata.emplace_back(kOutputStructureKey, schema.output_structure);
+  }
   // EncodeSchemaJson's "metadata" object holds exactly the original keys.
   json::Value parsed = json::Parse(schema_json);
   if (const json::Value* original = parsed.find("metadata")) {

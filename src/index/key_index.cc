@@ -126,6 +126,7 @@ void KeyIndex::EraseSegment(uint32_t segment) {
 }
 
 void KeyIndex::Reserve(size_t entries) {
+  if (entries == 0) return;
   size_t capacity = slots_.empty() ? kMinCapacity : slots_.size();
   while (!Fits(entries, capacity)) {
     if (capacity >= kMaxCapacity) throw InvalidArgumentError("KeyIndex: too many entries");

@@ -204,7 +204,7 @@ struct Store::Impl {
     size_t loaded = 0;
     for (uint64_t number : numbers) {
       std::string path = segments_dir + "/" + SegmentFileName(number);
-      if (!schema) RecoverSchemaFrom(path);
+      if (!schema && !LoadSchemaJson(/*warn=*/false)) RecoverSchemaFrom(path);
       if (!schema) {
         seen_segment_numbers.insert(number);
         ++skipped_segments;
@@ -223,6 +223,22 @@ struct Store::Impl {
     return loaded;
   }
 
+  // Adopts the schema of schema.json if it exists and is valid (another
+  // process may have written it since this store opened). `warn`: report a
+  // corrupt file (RecoverSchemaFrom reports it otherwise).
+  bool LoadSchemaJson(bool warn) {
+    if (!PathExists(schema_path)) return false;
+    try {
+      schema = format::DecodeSchemaJson(ReadFileToString(schema_path));
+      return true;
+    } catch (const Error& e) {
+      if (warn) Warn(std::string("ignoring corrupt schema.json (recovering it from the segments): ") + e.what());
+      return false;
+    }
+  }
+
+  // Adopts the schema declared by segment `path` (schema.json being absent or
+  // corrupt), and rewrites schema.json from it when this store may write.
   void RecoverSchemaFrom(const std::string& path) {
     try {
       schema = Segment::ReadSchema(path);
@@ -573,13 +589,7 @@ std::unique_ptr<Store> Store::Open(const std::string& cache_dir, const std::stri
   impl->schema_path = impl->dir + "/schema.json";
   if (!PathExists(impl->dir)) CreateDirectories(impl->dir);
 
-  if (PathExists(impl->schema_path)) {
-    try {
-      impl->schema = format::DecodeSchemaJson(ReadFileToString(impl->schema_path));
-    } catch (const Error& e) {
-      impl->Warn(std::string("ignoring corrupt schema.json (recovering it from the segments): ") + e.what());
-    }
-  }
+  impl->LoadSchemaJson(/*warn=*/true);
   impl->ScanSegments();
   if (impl->options.persist && impl->options.async_write) {
     impl->writer_thread = std::thread([raw = impl.get()] { raw->WriterLoop(); });

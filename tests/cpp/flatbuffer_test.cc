@@ -56,25 +56,32 @@ std::vector<std::byte> BuildSample() {
   return {out.begin(), out.end()};
 }
 
-// Reads every field of the sample; throws CorruptFileError on a bad buffer.
-int64_t WalkSample(std::span<const std::byte> buf) {
+// Reads every field of the sample into a (wrapping) checksum; throws
+// CorruptFileError on a bad buffer.
+uint64_t WalkSample(std::span<const std::byte> buf) {
   const fb::Table root = fb::Table::Root(buf, "Root");
-  int64_t sum = root.Scalar<int8_t>(0, 0, "a") + root.Scalar<int16_t>(1, 0, "b") +
-                root.Scalar<int32_t>(2, 0, "c") + root.Scalar<int64_t>(3, 0, "d") +
-                root.Bool(4, false, "e") + static_cast<int64_t>(root.Scalar<double>(5, 0, "f"));
-  for (char c : root.GetString(6, "g")) sum += c;
+  uint64_t sum = 0;
+  auto add = [&sum](auto v) { sum += static_cast<uint64_t>(v); };
+  add(root.Scalar<int8_t>(0, 0, "a"));
+  add(root.Scalar<int16_t>(1, 0, "b"));
+  add(root.Scalar<int32_t>(2, 0, "c"));
+  add(root.Scalar<int64_t>(3, 0, "d"));
+  add(root.Bool(4, false, "e"));
+  add(root.Scalar<double>(5, 0, "f") != 0);
+  for (char c : root.GetString(6, "g")) add(c);
   const fb::Table child = root.GetTable(7, "h");
   if (child.present()) {
-    sum += static_cast<int64_t>(child.GetString(0, "h.name").size());
-    sum += child.Scalar<int32_t>(1, 0, "h.value");
+    add(child.GetString(0, "h.name").size());
+    add(child.Scalar<int32_t>(1, 0, "h.value"));
   }
   const fb::TableVector tables = root.GetTableVector(8, "i");
   for (uint32_t i = 0; i < tables.size(); ++i) {
     const fb::Table t = tables.at(i);
-    sum += t.Scalar<int64_t>(0, 0, "i.value") + static_cast<int64_t>(t.GetString(1, "i.s").size());
+    add(t.Scalar<int64_t>(0, 0, "i.value"));
+    add(t.GetString(1, "i.s").size());
   }
   const fb::StructVector structs = root.GetStructVector(9, 16, "j");
-  for (uint32_t i = 0; i < structs.size(); ++i) sum += fb::Load<int64_t>(structs.at(i));
+  for (uint32_t i = 0; i < structs.size(); ++i) add(fb::Load<int64_t>(structs.at(i)));
   return sum;
 }
 
@@ -188,7 +195,7 @@ TEST(FlatbufferTest, RejectsMalformedBuffers) {
 
 TEST(FlatbufferTest, MutatedBuffersNeverReadOutOfBounds) {
   const std::vector<std::byte> original = BuildSample();
-  const int64_t expected = WalkSample(original);
+  const uint64_t expected = WalkSample(original);
   std::mt19937 rng(1234);
   int parsed = 0;
   for (int iter = 0; iter < 20000; ++iter) {

@@ -56,6 +56,12 @@ std::string CorruptMessage(const std::vector<Field>& fields, const KeyValueMetad
   return "(no error)";
 }
 
+std::optional<std::string> Match(const Schema& schema, const std::vector<Field>& fields) {
+  int key = -1;
+  std::vector<LeafColumns> columns;
+  return MatchColumns(schema, fields, &key, &columns);
+}
+
 // ---- writing ----
 
 TEST(SegmentLayoutTest, SingleTensorFields) {
@@ -127,6 +133,24 @@ TEST(SegmentLayoutTest, WrittenSegmentsDescribeTheirSchema) {
     std::vector<LeafColumns> columns;
     EXPECT_EQ(MatchColumns(schema, fields, &key, &columns), std::nullopt);
   }
+}
+
+TEST(SegmentLayoutTest, LeafNamesThatLookLikeColumnSuffixes) {
+  Schema schema = MakeSchema({Tensor("a_data", DType::kInt16), Blob("x_shape"), Tensor("blob", DType::kUInt8)},
+                             "dict");
+  std::vector<Field> fields = SegmentFields(schema);
+  // Inferred from the columns alone, the leaves come back unchanged.
+  ExpectSameSchema(SchemaFromSegment(fields, {}), schema);
+  EXPECT_EQ(Match(schema, fields), std::nullopt);
+}
+
+TEST(SegmentLayoutTest, UnknownOutputStructureIsNotRecorded) {
+  Schema schema = MakeSchema({Tensor("", DType::kInt32)}, "");
+  KeyValueMetadata metadata = SegmentMetadata(schema);
+  EXPECT_EQ(FindMetadata(metadata, "output_structure"), nullptr);
+  // An empty recorded value is treated as absent by inference.
+  std::vector<Field> fields = SegmentFields(schema);
+  EXPECT_EQ(SchemaFromSegment(fields, {{"output_structure", ""}}).output_structure, "tensor");
 }
 
 // ---- inference from the original layout (no kSchemaMetadataKey) ----
@@ -231,12 +255,6 @@ TEST(SegmentLayoutTest, UnreadableEmbeddedSchemaFallsBackToLayout) {
 }
 
 // ---- matching ----
-
-std::optional<std::string> Match(const Schema& schema, const std::vector<Field>& fields) {
-  int key = -1;
-  std::vector<LeafColumns> columns;
-  return MatchColumns(schema, fields, &key, &columns);
-}
 
 TEST(SegmentLayoutTest, MatchFindsColumnsInAnyOrder) {
   Schema schema = MakeSchema({Tensor("visual", DType::kFloat32), Blob("meta")}, "dict");

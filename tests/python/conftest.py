@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -108,3 +109,13 @@ def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
         return True
     return torch.equal(a.reshape(-1).contiguous().view(torch.uint8),
                        b.reshape(-1).contiguous().view(torch.uint8))
+
+
+def random_tensor(dtype: torch.dtype, *shape: int, seed: int = 0) -> torch.Tensor:
+    """Random bit patterns of ``dtype`` (NaNs with payloads included for floats)."""
+    generator = torch.Generator().manual_seed(seed)
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape, generator=generator).bool()
+    numel = math.prod(shape)
+    raw = torch.randint(0, 256, (numel * dtype.itemsize,), dtype=torch.uint8, generator=generator)
+    return raw.view(dtype).reshape(shape)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import pickle
+import weakref
 
 import numpy as np
 import pytest
 import torch
-from conftest import bits_equal
+from conftest import bits_equal, random_tensor
 
 from torchcachex import ArrowIPCCacheBackend, SchemaMismatchError, _core
 from torchcachex.errors import ClosedError, PickleNotAllowedError
@@ -21,16 +23,6 @@ ALL_DTYPES = [
     torch.uint8, torch.uint16, torch.uint32, torch.uint64,
     torch.bool, torch.complex64, torch.complex128,
 ]
-
-
-def random_tensor(dtype: torch.dtype, *shape: int, seed: int = 0) -> torch.Tensor:
-    """Random bit patterns of ``dtype`` (NaNs with payloads included for floats)."""
-    generator = torch.Generator().manual_seed(seed)
-    if dtype == torch.bool:
-        return torch.randint(0, 2, shape, generator=generator).bool()
-    numel = math.prod(shape)
-    raw = torch.randint(0, 256, (numel * dtype.itemsize,), dtype=torch.uint8, generator=generator)
-    return raw.view(dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------- round trips
@@ -269,6 +261,17 @@ def test_context_manager_flushes_and_close_is_idempotent(tmp_path):
         assert reopened.lookup_batch([9]).output().item() == 9.0
 
 
+def test_an_unreferenced_backend_is_collected_and_its_rows_persist(tmp_path):
+    backend = ArrowIPCCacheBackend(tmp_path, "gc_v1")
+    backend.put_batch_outputs([0, 1], torch.ones(2, 2))
+    ref = weakref.ref(backend)
+    del backend
+    gc.collect()
+    assert ref() is None  # the exit-time flush hook holds no strong reference
+    with ArrowIPCCacheBackend(tmp_path, "gc_v1") as reopened:
+        assert len(reopened) == 2
+
+
 def test_flush_makes_rows_durable_and_stats_count_them(make_backend):
     backend = make_backend(flush_every=4, async_write=False)
     backend.put_batch_outputs(list(range(10)), torch.zeros(10, 3))
@@ -296,7 +299,7 @@ def test_non_writer_rank_keeps_results_in_memory_only(make_backend, tmp_path):
     rank1.flush()
     rank1.close()
     segments = tmp_path / "cache" / "features_v1" / "segments"
-    assert not list(segments.glob("segment_*")) if segments.exists() else True
+    assert not list(segments.glob("segment_*"))
     assert len(make_backend()) == 0
 
 
@@ -308,3 +311,18 @@ def test_refresh_sees_rows_written_by_another_store(make_backend):
     reader.refresh()
     assert "x" in reader
     assert reader.lookup_batch(["x"]).all_found
+
+
+def test_a_corrupt_segment_is_reported_and_its_rows_recomputed(tmp_path):
+    with ArrowIPCCacheBackend(tmp_path, "m_v1") as backend:
+        backend.put_batch_outputs([0, 1], torch.ones(2, 3))
+    segment = next((tmp_path / "m_v1" / "segments").glob("segment_*.arrow"))
+    segment.write_bytes(segment.read_bytes()[:64])  # truncated, as after a disk failure
+    with pytest.warns(RuntimeWarning, match="segment"):
+        backend = ArrowIPCCacheBackend(tmp_path, "m_v1")
+    with backend:
+        assert backend.stats()["skipped_segments"] == 1
+        cached = backend.lookup_batch([0, 1])
+        assert cached.missing_positions.tolist() == [0, 1]
+        backend.put_batch_outputs([0, 1], torch.full((2, 3), 2.0))
+        assert torch.equal(backend.lookup_batch([1]).output(), torch.full((1, 3), 2.0))

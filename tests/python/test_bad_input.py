@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -52,18 +56,57 @@ def test_cache_dir_that_is_a_file(tmp_path):
         ArrowIPCCacheBackend(blocker, "m_v1")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_cache_dir(tmp_path):
-    cache_dir = tmp_path / "ro"
-    cache_dir.mkdir()
-    cache_dir.chmod(0o555)
+_READ_ONLY_CHECK = """
+import sys
+import torch
+from torchcachex import ArrowIPCCacheBackend
+cache_dir = sys.argv[1]
+with ArrowIPCCacheBackend(cache_dir, "m_v1") as reader:  # reading needs no write access
+    assert len(reader) == 2 and reader.lookup_batch([0, 1]).all_found
     try:
-        with pytest.raises(OSError):
-            backend = ArrowIPCCacheBackend(cache_dir, "m_v1")
-            backend.put_batch_outputs([0], torch.ones(1, 1))
-            backend.flush()
+        reader.put_batch_outputs([5], torch.ones(1, 3))
+        reader.flush()
+    except OSError as exc:
+        assert "not writable" in str(exc), exc
+    else:
+        raise AssertionError("a write to a read-only cache succeeded")
+    assert reader.lookup_batch([0, 1]).all_found
+with ArrowIPCCacheBackend(cache_dir, "m_v1", current_rank=1) as non_writer:
+    non_writer.put_batch_outputs([5], torch.ones(1, 3))  # kept in memory only
+    assert non_writer.lookup_batch([5]).all_found
+try:
+    ArrowIPCCacheBackend(cache_dir, "other_v1")
+except OSError as exc:
+    assert "not writable" in str(exc), exc
+else:
+    raise AssertionError("created a cache in a read-only directory")
+print("ok")
+"""
+
+
+def test_read_only_cache_dir(tmp_path):
+    """A read-only cache can be read; writes fail with advice instead of corrupting it."""
+    cache_dir = tmp_path / "ro"
+    with ArrowIPCCacheBackend(cache_dir, "m_v1") as backend:
+        backend.put_batch_outputs([0, 1], torch.ones(2, 3))
+    command = [sys.executable, "-c", _READ_ONLY_CHECK, str(cache_dir)]
+    if os.geteuid() == 0:  # root ignores permissions unless it drops its capabilities
+        capsh = shutil.which("capsh")
+        if capsh is None:
+            pytest.skip("running as root without capsh: file permissions would be ignored")
+        command = [capsh, "--drop=cap_dac_override,cap_dac_read_search,cap_fowner", "--",
+                   "-c", shlex.join(command)]
+    paths = [cache_dir, *cache_dir.rglob("*")]
+    for path in paths:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     finally:
-        cache_dir.chmod(0o755)
+        for path in paths:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+    with ArrowIPCCacheBackend(cache_dir, "m_v1") as backend:
+        assert len(backend) == 2
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FrozenLinear, Recorder, bits_equal, inputs_for
+from conftest import FrozenLinear, Recorder, bits_equal, inputs_for, random_tensor
 from torch import nn
 
 from torchcachex import CacheModuleDecorator
@@ -58,6 +58,20 @@ def test_only_the_misses_are_computed(make_backend):
     out = cached(inputs_for(ids), cache_ids=ids)
     assert module.seen == [5, 6]
     assert torch.equal(out, module.reference(inputs_for(ids)))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.uint16, torch.uint64, torch.float8_e5m2, torch.bfloat16, torch.bool, torch.complex64], ids=str
+)
+def test_partial_hits_with_duplicates_are_bit_exact_for_every_dtype(make_backend, dtype):
+    table = random_tensor(dtype, 10, 3)  # the output of sample i is table[i]
+    module = Recorder(lambda x: table[x[:, 0].long()])
+    cached = CacheModuleDecorator(module, make_backend())
+    cached(inputs_for([0, 1, 2]), cache_ids=[0, 1, 2])
+    ids = [2, 7, 0, 7, 9]
+    out = cached(inputs_for(ids), cache_ids=ids)
+    assert module.seen[3:] == [7, 9]
+    assert bits_equal(out, table[ids])
 
 
 def test_full_hits_never_call_the_module(make_backend):
