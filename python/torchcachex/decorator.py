@@ -100,7 +100,8 @@ class CacheModuleDecorator(nn.Module):
         key_from_batch_fn: ``fn(*args, **kwargs) -> ids`` used when no
             ``cache_ids`` are passed.
         enforce_stateless: refuse modules with trainable parameters
-            (``requires_grad=True``), at construction and on training-mode calls.
+            (``requires_grad=True``) in training mode: at construction (when the
+            module is in training mode) and on every training-mode call.
         map_location_on_read: device for cached outputs when the call has no
             input tensor (otherwise outputs go to the first input tensor's device).
 
@@ -144,7 +145,9 @@ class CacheModuleDecorator(nn.Module):
         self.map_location_on_read = torch.device(map_location_on_read)
         self.register_state_dict_post_hook(_strip_module_prefix)
         self.register_load_state_dict_pre_hook(_add_module_prefix)
-        if enforce_stateless and enabled:
+        # The guard applies in training mode (a module already in eval mode is
+        # checked when the decorator is next called in training mode).
+        if enforce_stateless and enabled and module.training:
             self._check_stateless()
 
     def _check_stateless(self) -> None:

@@ -817,7 +817,8 @@ RawBatch KeyBatchWithNull() {
   RawBatch batch;
   batch.length = 3;
   batch.nodes = {{3, 1}};
-  batch.buffers = {Raw<uint8_t>({0b101}), Raw<int32_t>({0, 1, 1, 4}), Raw<char>({'a', 'c', 'c', 'c'})};
+  batch.buffers = {Raw<uint8_t>({0b101}), Raw<int32_t>({0, 1, 1, 4}),
+                   Raw<char>({'a', 'c', 'c', 'c'})};
   return batch;
 }
 
@@ -892,7 +893,8 @@ TEST(IpcCodecTest, RejectsUnsupportedFeatures) {
 
   RawBatch compressed = FloatListBatch();
   compressed.compression = true;
-  ExpectCorrupt({FloatListField()}, {compressed}, "unsupported: record batch 0 uses body compression");
+  ExpectCorrupt({FloatListField()}, {compressed},
+                "unsupported: record batch 0 uses body compression");
 
   RawOptions big_endian;
   big_endian.endianness = 1;
@@ -912,7 +914,8 @@ TEST(IpcCodecTest, RejectsUnsupportedFeatures) {
   RawBatch child_nulls = FloatListBatch();
   child_nulls.nodes[1].second = 1;
   child_nulls.buffers[2] = Raw<uint8_t>({0b110});
-  ExpectCorrupt({FloatListField()}, {child_nulls}, "unsupported: null elements in list column 'data'");
+  ExpectCorrupt({FloatListField()}, {child_nulls},
+                "unsupported: null elements in list column 'data'");
 }
 
 TEST(IpcCodecTest, RejectsInconsistentBatches) {
@@ -1029,12 +1032,9 @@ TEST(IpcCodecTest, RejectsBadFraming) {
     EXPECT_NE(ErrorOf(AsSpan(f)).find("bad footer length"), std::string::npos);
   }
   {
-    // A block pointing past the footer.
-    RawBatch b = FloatListBatch();
-    std::vector<std::byte> f = BuildRawFile({FloatListField()}, {b});
-    const ParsedSegment p = ParseSegment(AsSpan(f));
-    ASSERT_EQ(p.batches.size(), 1u);
-    // Point the footer's block far past the end of the data.
+    // The footer's block points far past the end of the data.
+    std::vector<std::byte> f = BuildRawFile({FloatListField()}, {FloatListBatch()});
+    ASSERT_NO_THROW(ParseSegment(AsSpan(f)));
     int32_t footer_length;
     std::memcpy(&footer_length, f.data() + f.size() - 10, 4);
     const std::span<const std::byte> footer(
@@ -1045,8 +1045,6 @@ TEST(IpcCodecTest, RejectsBadFraming) {
     ASSERT_EQ(blocks.size(), 1u);
     const int64_t far = 1 << 20;
     std::memcpy(f.data() + (blocks.at(0) - f.data()), &far, 8);
-    const bool patched = true;
-    ASSERT_TRUE(patched);
     EXPECT_NE(ErrorOf(AsSpan(f)).find("is outside the file"), std::string::npos);
   }
 }

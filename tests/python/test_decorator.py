@@ -209,6 +209,15 @@ def test_trainable_modules_are_refused(make_backend):
     CacheModuleDecorator(nn.Linear(4, 3), make_backend(), enforce_stateless=False)
 
 
+def test_trainable_module_in_eval_mode_is_accepted_until_called_in_training_mode(make_backend):
+    cached = CacheModuleDecorator(nn.Linear(4, 3).eval(), make_backend())
+    cached.eval()
+    cached(torch.ones(2, 4), cache_ids=[0, 1])
+    cached.train()
+    with pytest.raises(ValueError, match=r"requires_grad_\(False\)"):
+        cached(torch.ones(2, 4), cache_ids=[0, 1])
+
+
 def test_unfreezing_after_wrapping_is_caught_in_training_mode(make_backend):
     module = FrozenLinear()
     cached = CacheModuleDecorator(module, make_backend())
