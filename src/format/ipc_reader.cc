@@ -437,7 +437,7 @@ ParsedSegment ParseSegment(std::span<const std::byte> file) {
               std::to_string(limit) + " data bytes");
     }
     claimed += static_cast<uint64_t>(metadata_length) + static_cast<uint64_t>(body_length);
-    if (claimed > limit) Corrupt("record batch blocks overlap");
+    if (claimed > limit - fbs::kPaddedMagicSize) Corrupt("record batch blocks overlap");
 
     BatchReader reader(file, i);
     out.batches.push_back(reader.Read(out.fields, offset, metadata_length, body_length));

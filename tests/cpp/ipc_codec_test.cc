@@ -653,6 +653,9 @@ struct RawField {
   int16_t precision = fbs::kPrecisionSingle;  // child FloatingPoint
   bool dictionary = false;
   bool child_dictionary = false;
+  // custom_metadata: this many references to one shared {"k": <value>} entry.
+  int shared_metadata_copies = 0;
+  size_t shared_metadata_value_size = 0;
 };
 
 struct RawBatch {
@@ -667,6 +670,7 @@ struct RawOptions {
   int16_t endianness = fbs::kEndiannessLittle;
   int16_t version = fbs::kMetadataV5;
   uint8_t header_type = fbs::kHeaderRecordBatch;
+  std::vector<size_t> footer_blocks;  // indices of the batches the footer lists; empty: all
 };
 
 template <typename T>
@@ -680,7 +684,7 @@ using Offset = FlatbufferBuilder::Offset;
 
 Offset RawSchema(FlatbufferBuilder& b, const std::vector<RawField>& fields, int16_t endianness) {
   auto make_field = [&b](const std::string& name, uint8_t type, Offset type_table,
-                         Offset children, bool dictionary) {
+                         Offset children, bool dictionary, Offset metadata = 0) {
     Offset dict = 0;
     if (dictionary) {
       b.StartTable();
@@ -695,6 +699,7 @@ Offset RawSchema(FlatbufferBuilder& b, const std::vector<RawField>& fields, int1
     b.AddOffset(fbs::field::kType, type_table);
     b.AddOffset(fbs::field::kDictionary, dict);
     b.AddOffset(fbs::field::kChildren, children);
+    b.AddOffset(fbs::field::kCustomMetadata, metadata);
     return b.EndTable();
   };
   std::vector<Offset> offsets;
@@ -712,9 +717,20 @@ Offset RawSchema(FlatbufferBuilder& b, const std::vector<RawField>& fields, int1
       const Offset child = make_field("item", f.child_type, child_type, 0, f.child_dictionary);
       children = b.CreateOffsetVector(std::span<const Offset>(&child, 1));
     }
+    Offset metadata = 0;
+    if (f.shared_metadata_copies > 0) {
+      const Offset k = b.CreateString("k");
+      const Offset v = b.CreateString(std::string(f.shared_metadata_value_size, 'v'));
+      b.StartTable();
+      b.AddOffset(fbs::key_value::kKey, k);
+      b.AddOffset(fbs::key_value::kValue, v);
+      const Offset kv = b.EndTable();
+      metadata = b.CreateOffsetVector(
+          std::vector<Offset>(static_cast<size_t>(f.shared_metadata_copies), kv));
+    }
     b.StartTable();
     const Offset type_table = b.EndTable();
-    offsets.push_back(make_field(f.name, f.type, type_table, children, f.dictionary));
+    offsets.push_back(make_field(f.name, f.type, type_table, children, f.dictionary, metadata));
   }
   const Offset vec = b.CreateOffsetVector(offsets);
   b.StartTable();
@@ -791,14 +807,19 @@ std::vector<std::byte> BuildRawFile(const std::vector<RawField>& fields,
     out.insert(out.end(), body.begin(), body.end());
   }
   FlatbufferBuilder b;
-  std::vector<std::byte> block_bytes(blocks.size() / 3 * 24);
-  for (size_t i = 0; i < blocks.size() / 3; ++i) {
-    const int32_t meta = static_cast<int32_t>(blocks[3 * i + 1]);
-    std::memcpy(&block_bytes[24 * i], &blocks[3 * i], 8);
-    std::memcpy(&block_bytes[24 * i + 8], &meta, 4);
-    std::memcpy(&block_bytes[24 * i + 16], &blocks[3 * i + 2], 8);
+  std::vector<size_t> listed = options.footer_blocks;
+  if (listed.empty()) {
+    for (size_t i = 0; i < batches.size(); ++i) listed.push_back(i);
   }
-  const Offset block_vec = b.CreateStructVector(block_bytes.data(), blocks.size() / 3, 24, 8);
+  std::vector<std::byte> block_bytes(listed.size() * 24);
+  for (size_t i = 0; i < listed.size(); ++i) {
+    const size_t j = listed[i];
+    const int32_t meta = static_cast<int32_t>(blocks[3 * j + 1]);
+    std::memcpy(&block_bytes[24 * i], &blocks[3 * j], 8);
+    std::memcpy(&block_bytes[24 * i + 8], &meta, 4);
+    std::memcpy(&block_bytes[24 * i + 16], &blocks[3 * j + 2], 8);
+  }
+  const Offset block_vec = b.CreateStructVector(block_bytes.data(), listed.size(), 24, 8);
   const Offset schema = RawSchema(b, fields, options.endianness);
   b.StartTable();
   b.AddScalar<int16_t>(fbs::footer::kVersion, options.version);
@@ -1010,6 +1031,26 @@ TEST(IpcCodecTest, RejectsInconsistentBatches) {
     bad_float.precision = 3;
     ExpectCorrupt({bad_float}, {}, "bad FloatingPoint precision");
   }
+}
+
+// Shared flatbuffer objects let a small footer describe huge metadata or
+// many batches; the reader bounds what it materializes and the work it does.
+TEST(IpcCodecTest, RejectsAmplifyingSharedObjects) {
+  RawField f = {"key", fbs::kTypeUtf8};
+  f.shared_metadata_copies = 2000;
+  f.shared_metadata_value_size = 100000;  // 200 MB if materialized
+  ExpectCorrupt({f}, {}, "footer metadata expands");
+  f.shared_metadata_copies = 3;  // honest amounts of sharing are fine
+  const std::vector<std::byte> ok = BuildRawFile({f}, {});
+  EXPECT_EQ(ParseSegment(AsSpan(ok)).fields[0].metadata.size(), 3u);
+
+  RawOptions repeated;
+  repeated.footer_blocks = {0, 0};
+  ExpectCorrupt({FloatListField()}, {FloatListBatch()}, "record batch blocks overlap", repeated);
+  repeated.footer_blocks = {0};
+  const std::vector<std::byte> single =
+      BuildRawFile({FloatListField()}, {FloatListBatch()}, repeated);
+  EXPECT_EQ(ParseSegment(AsSpan(single)).num_rows, 3);
 }
 
 TEST(IpcCodecTest, RejectsBadFraming) {
