@@ -33,6 +33,7 @@ import math
 import os
 import pickle
 import re
+import threading
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -529,6 +530,39 @@ def _close_all_at_exit() -> None:
 atexit.register(_close_all_at_exit)
 
 
+def _forget_all_after_fork() -> None:
+    """In a child process after ``fork()``: detaches every live backend from
+    the engine store it inherited (that store's writer thread does not exist in
+    the child and its locks may be held); each reopens lazily on first use."""
+    for backend in list(_LIVE):
+        backend._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_all_after_fork)
+
+
+class _Unopened:
+    """Stands in for a backend's engine store until its first use.
+
+    A backend holds one after ``fork()`` (in the child) and after unpickling:
+    the first attribute access opens a fresh ``_core.Store`` with the
+    backend's options (:meth:`ArrowIPCCacheBackend._reopen`), which then
+    replaces this object, so later calls cost nothing extra.
+    """
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: "ArrowIPCCacheBackend"):
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend._reopen(), name)
+
+    def __len__(self) -> int:
+        return len(self._backend._reopen())
+
+
 def _check_module_id(module_id: Any) -> str:
     if not isinstance(module_id, str):
         raise TypeError(f"{_MODULE_ID_HELP}; got {type(module_id).__name__}")
@@ -549,6 +583,40 @@ def _positive_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+_RANK_HELP = "take it from the launcher as an int, e.g. current_rank=int(os.environ['RANK'])"
+
+
+def _check_writer_rank(writer_rank: Any) -> Union[int, str]:
+    if isinstance(writer_rank, str):
+        if writer_rank == "all":
+            return writer_rank
+        raise ValueError(
+            f"writer_rank must be an int rank (only that rank writes to disk) or 'all' (every rank "
+            f"writes its own segments), got {writer_rank!r}"
+        )
+    if isinstance(writer_rank, bool) or not isinstance(writer_rank, (int, np.integer)):
+        raise TypeError(
+            f"writer_rank must be an int rank (only that rank writes to disk) or 'all' (every rank "
+            f"writes its own segments), got {type(writer_rank).__name__} {writer_rank!r}"
+        )
+    if writer_rank < 0:
+        raise ValueError(f"writer_rank must be a rank >= 0 or 'all', got {writer_rank!r}")
+    return int(writer_rank)
+
+
+def _check_current_rank(current_rank: Any) -> Optional[int]:
+    if current_rank is None:
+        return None
+    if isinstance(current_rank, bool) or not isinstance(current_rank, (int, np.integer)):
+        raise TypeError(
+            f"current_rank must be an int or None (single process), got "
+            f"{type(current_rank).__name__} {current_rank!r}; {_RANK_HELP}"
+        )
+    if current_rank < 0:
+        raise ValueError(f"current_rank must be >= 0 or None, got {current_rank!r}")
+    return int(current_rank)
+
+
 class ArrowIPCCacheBackend:
     """A per-sample disk cache of module outputs in ``cache_dir/module_id``.
 
@@ -565,16 +633,33 @@ class ArrowIPCCacheBackend:
             ``put`` blocks (backpressure). The engine has one writer thread per
             cache; this bounds the memory of its queue.
         flush_every: rows per segment file.
-        writer_rank: the only rank that writes to disk (DDP).
+        writer_rank: which DDP rank writes to disk. An int (default ``0``, the
+            single-writer pattern): only that rank persists; every other rank
+            keeps its own results in its hot cache. ``"all"``: every rank
+            persists its own results into its own segment range (each claims a
+            writer id on its first write; no coordination needed), so after
+            ``flush()``, a barrier and ``refresh()`` every rank serves every
+            sample any rank computed. See ``docs/distributed.md``.
         current_rank: this process's rank. ``None`` means single-process: this
-            backend writes. A rank other than ``writer_rank`` writes nothing to
-            disk; it keeps its own results in its hot cache.
+            backend writes. With an int ``writer_rank``, a rank other than
+            ``writer_rank`` writes nothing to disk; it keeps its own results in
+            its hot cache.
         allow_pickle: allow storing and loading non-JSON, non-tensor values with
             pickle. Leave ``False`` unless you trust the cache directory:
             unpickling runs code chosen by whoever wrote the cache.
 
     Rows are readable at once after a put and durable after :meth:`flush`
     (also done by :meth:`close`, on context-manager exit and at interpreter exit).
+
+    Processes: a backend may be used in a child created by ``fork()`` (e.g.
+    DataLoader workers): the child leaves the parent's engine store alone and
+    opens its own on first use. A backend also pickles (``spawn`` workers) as
+    its directory and options; the copy opens its own store on first use.
+    Either way the new store sees what is on disk (flush first), not the
+    parent's unflushed rows or hot cache, and if it writes, it claims its own
+    writer id and must be flushed explicitly (DataLoader workers may exit
+    without running ``atexit`` handlers). ``copy.copy``/``copy.deepcopy``
+    return the backend itself: copies of a model share its cache handle.
     """
 
     def __init__(
@@ -597,14 +682,23 @@ class ArrowIPCCacheBackend:
         self.flush_every = _positive_int("flush_every", flush_every, 1)
         self.max_workers = _positive_int("max_workers", max_workers, 1)
         self.async_write = bool(async_write)
-        self.writer_rank = writer_rank
-        self.current_rank = current_rank
+        self.writer_rank = _check_writer_rank(writer_rank)
+        self.current_rank = _check_current_rank(current_rank)
         self.allow_pickle = bool(allow_pickle)
-        self.persist = current_rank is None or current_rank == writer_rank
+        self.persist = (self.current_rank is None or self.writer_rank == "all"
+                        or self.current_rank == self.writer_rank)
         self._closed = False
         self._layout: Optional[_Layout] = None
         self._ensured: Optional[tuple] = None
-        self._store = _core.Store(
+        self._reopen_lock = threading.Lock()
+        self._store = self._open_store()
+        _LIVE.add(self)
+        self._emit_warnings()
+
+    # -- engine store: open, reopen after fork / unpickling
+
+    def _open_store(self) -> "_core.Store":
+        return _core.Store(
             self.cache_dir,
             self.module_id,
             hot_cache_rows=self.lru_size,
@@ -613,8 +707,65 @@ class ArrowIPCCacheBackend:
             max_queued_segments=self.max_workers,
             persist=self.persist,
         )
-        _LIVE.add(self)
-        self._emit_warnings()
+
+    def _reopen(self) -> "_core.Store":
+        """The engine store, opened now if this backend holds an :class:`_Unopened`."""
+        with self._reopen_lock:
+            store = self._store
+            if isinstance(store, _Unopened):
+                if self._closed:
+                    raise _core.ClosedError("the cache is closed; open a new backend to use it again")
+                store = self._store = self._open_store()
+                for message in store.take_warnings():
+                    warnings.warn(f"torchcachex: {message}", RuntimeWarning, stacklevel=4)
+        return store
+
+    def _forget_after_fork(self) -> None:
+        """Runs in the child after ``fork()``: abandons the inherited store.
+
+        The parent's store is never flushed, closed or destroyed here (its
+        writer thread does not exist in the child, and destroying it would
+        release the parent's writer lock); a fresh store opens on first use.
+        """
+        self._reopen_lock = threading.Lock()  # the parent's may have been held
+        store = self._store
+        if not isinstance(store, _Unopened):
+            self._store = _Unopened(self)
+            store.forget()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {
+            "cache_dir": self.cache_dir,
+            "module_id": self.module_id,
+            "lru_size": self.lru_size,
+            "async_write": self.async_write,
+            "max_workers": self.max_workers,
+            "flush_every": self.flush_every,
+            "writer_rank": self.writer_rank,
+            "current_rank": self.current_rank,
+            "allow_pickle": self.allow_pickle,
+            "closed": self._closed,
+        }
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        for name in ("cache_dir", "module_id", "lru_size", "async_write", "max_workers",
+                     "flush_every", "writer_rank", "current_rank", "allow_pickle"):
+            setattr(self, name, state[name])
+        self.persist = (self.current_rank is None or self.writer_rank == "all"
+                        or self.current_rank == self.writer_rank)
+        self._closed = bool(state["closed"])
+        self._layout = None
+        self._ensured = None
+        self._reopen_lock = threading.Lock()
+        self._store = _Unopened(self)  # opened on first use
+        if not self._closed:
+            _LIVE.add(self)
+
+    def __copy__(self) -> "ArrowIPCCacheBackend":
+        return self
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "ArrowIPCCacheBackend":
+        return self
 
     # -- seed API
 
@@ -762,7 +913,10 @@ class ArrowIPCCacheBackend:
             return
         self._closed = True
         _LIVE.discard(self)
-        self._store.close()
+        with self._reopen_lock:
+            store = self._store
+        if not isinstance(store, _Unopened):  # never opened here: nothing to flush
+            store.close()
 
     def refresh(self) -> int:
         """Picks up segments written by other processes; returns how many were loaded."""

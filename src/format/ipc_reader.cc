@@ -28,7 +28,14 @@ alignas(8) constexpr std::byte kZeroOffsets[8] = {};
   throw CorruptFileError("unsupported: " + problem);
 }
 
-std::string Quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
+std::string Quoted(std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 2);
+  out.push_back('\'');
+  out.append(name);
+  out.push_back('\'');
+  return out;
+}
 
 // Bounds the memory materialized from the footer. Flatbuffer objects may be
 // shared, so a small footer could otherwise name the same long string or
@@ -169,21 +176,22 @@ void ReadSchema(const fb::Table& schema, ParsedSegment* out, Budget& budget) {
       ReadMetadata(schema, fbs::schema::kCustomMetadata, "Schema.custom_metadata", budget);
 }
 
-// Checks 0 <= offsets[0] <= ... <= offsets[length] <= limit.
+// Checks 0 <= offsets[0] <= ... <= offsets[length] <= limit; returns the
+// problem, or an empty string.
 template <typename T>
-void CheckOffsets(const std::byte* offsets, int64_t length, int64_t limit,
-                  const std::string& where) {
+std::string CheckOffsets(const std::byte* offsets, int64_t length, int64_t limit) {
   T prev = Load<T>(offsets);
-  if (prev < 0) Corrupt(where + ": negative first offset");
+  if (prev < 0) return "negative first offset";
   for (int64_t i = 1; i <= length; ++i) {
     const T cur = Load<T>(offsets + i * static_cast<int64_t>(sizeof(T)));
-    if (cur < prev) Corrupt(where + ": offsets decrease at row " + std::to_string(i - 1));
+    if (cur < prev) return "offsets decrease at row " + std::to_string(i - 1);
     prev = cur;
   }
   if (static_cast<int64_t>(prev) > limit) {
-    Corrupt(where + ": last offset " + std::to_string(prev) + " is past the end of the " +
-            std::to_string(limit) + " values");
+    return "last offset " + std::to_string(prev) + " is past the end of the " +
+           std::to_string(limit) + " values";
   }
+  return {};
 }
 
 struct BufferRange {
@@ -200,8 +208,7 @@ struct Node {
 // the schema. The caller has checked that the block lies inside the file.
 class BatchReader {
  public:
-  BatchReader(std::span<const std::byte> file, uint32_t index)
-      : file_(file), where_("record batch " + std::to_string(index)) {}
+  BatchReader(std::span<const std::byte> file, uint32_t index) : file_(file), index_(index) {}
 
   RecordBatchView Read(const std::vector<Field>& fields, int64_t block_offset,
                        int32_t metadata_length, int64_t block_body_length) {
@@ -210,25 +217,25 @@ class BatchReader {
                  "record batch message");
     if (message.Scalar<uint8_t>(fbs::message::kHeaderType, 0, "Message.header_type") !=
         fbs::kHeaderRecordBatch) {
-      Corrupt(where_ + ": block does not point at a record batch message");
+      Fail(": block does not point at a record batch message");
     }
     const int64_t body_length =
         message.Scalar<int64_t>(fbs::message::kBodyLength, 0, "Message.bodyLength");
     if (body_length < 0 || body_length > block_body_length) {
-      Corrupt(where_ + ": message body length " + std::to_string(body_length) +
-              " disagrees with the footer's " + std::to_string(block_body_length));
+      Fail(": message body length " + std::to_string(body_length) +
+           " disagrees with the footer's " + std::to_string(block_body_length));
     }
     body_ = file_.data() + block_offset + metadata_length;
     body_length_ = body_length;
 
     const fb::Table batch = message.GetTable(fbs::message::kHeader, "Message.header");
-    if (!batch.present()) Corrupt(where_ + ": message has no RecordBatch header");
+    if (!batch.present()) Fail(": message has no RecordBatch header");
     if (batch.Has(fbs::record_batch::kCompression)) {
-      Unsupported(where_ + " uses body compression");
+      Unsupported(Where() + " uses body compression");
     }
     RecordBatchView view;
     view.num_rows = batch.Scalar<int64_t>(fbs::record_batch::kLength, 0, "RecordBatch.length");
-    if (view.num_rows < 0) Corrupt(where_ + ": negative length");
+    if (view.num_rows < 0) Fail(": negative length");
     nodes_ = batch.GetStructVector(fbs::record_batch::kNodes, fbs::kFieldNodeSize,
                                    "RecordBatch.nodes");
     buffers_ = batch.GetStructVector(fbs::record_batch::kBuffers, fbs::kBufferSize,
@@ -256,8 +263,8 @@ class BatchReader {
     }
     if (flatbuffer_length <= 0 ||
         static_cast<uint64_t>(flatbuffer_length) > metadata_length - prefix) {
-      Corrupt(where_ + ": message metadata length " + std::to_string(flatbuffer_length) +
-              " does not fit its block");
+      Fail(": message metadata length " + std::to_string(flatbuffer_length) +
+           " does not fit its block");
     }
     return fb::Table::Root(file_.subspan(offset + prefix, flatbuffer_length), "Message");
   }
@@ -270,12 +277,12 @@ class BatchReader {
       buffers += list ? 4 : 3;
     }
     if (nodes_.size() != nodes) {
-      Corrupt(where_ + " has " + std::to_string(nodes_.size()) + " field nodes, the schema needs " +
-              std::to_string(nodes));
+      Fail(" has " + std::to_string(nodes_.size()) + " field nodes, the schema needs " +
+           std::to_string(nodes));
     }
     if (buffers_.size() != buffers) {
-      Corrupt(where_ + " has " + std::to_string(buffers_.size()) + " buffers, the schema needs " +
-              std::to_string(buffers));
+      Fail(" has " + std::to_string(buffers_.size()) + " buffers, the schema needs " +
+           std::to_string(buffers));
     }
     // Buffers of honest files are disjoint; their total bounds the work done
     // validating them (shared regions could otherwise make it quadratic).
@@ -284,25 +291,24 @@ class BatchReader {
       const int64_t offset = Load<int64_t>(buffers_.at(i));
       const int64_t length = Load<int64_t>(buffers_.at(i) + 8);
       if (offset < 0 || length < 0 || offset > body_length_ || length > body_length_ - offset) {
-        Corrupt(where_ + ": buffer " + std::to_string(i) + " (offset " + std::to_string(offset) +
-                ", length " + std::to_string(length) + ") is outside the " +
-                std::to_string(body_length_) + "-byte body");
+        Fail(": buffer " + std::to_string(i) + " (offset " + std::to_string(offset) +
+             ", length " + std::to_string(length) + ") is outside the " +
+             std::to_string(body_length_) + "-byte body");
       }
       total += static_cast<uint64_t>(length);
     }
     if (total > static_cast<uint64_t>(body_length_)) {
-      Corrupt(where_ + ": buffers overlap (" + std::to_string(total) + " bytes in a " +
-              std::to_string(body_length_) + "-byte body)");
+      Fail(": buffers overlap (" + std::to_string(total) + " bytes in a " +
+           std::to_string(body_length_) + "-byte body)");
     }
   }
 
-  Node NextNode(const std::string& column) {
+  Node NextNode(const Field& field) {
     const std::byte* p = nodes_.at(next_node_++);
     Node node{Load<int64_t>(p), Load<int64_t>(p + 8)};
     if (node.length < 0 || node.null_count < 0 || node.null_count > node.length) {
-      Corrupt(where_ + ", column " + column + ": bad field node (length " +
-              std::to_string(node.length) + ", null_count " + std::to_string(node.null_count) +
-              ")");
+      Fail(field, "bad field node (length " + std::to_string(node.length) +
+                      ", null_count " + std::to_string(node.null_count) + ")");
     }
     return node;
   }
@@ -314,18 +320,16 @@ class BatchReader {
   }
 
   ColumnView ReadColumn(const Field& field, int64_t num_rows) {
-    const std::string column = Quoted(field.name);
-    const std::string where = where_ + ", column " + column;
     ColumnView view;
-    const Node node = NextNode(column);
+    const Node node = NextNode(field);
     if (node.length != num_rows) {
-      Corrupt(where + ": length " + std::to_string(node.length) + " differs from the batch's " +
-              std::to_string(num_rows));
+      Fail(field, "length " + std::to_string(node.length) + " differs from the batch's " +
+                      std::to_string(num_rows));
     }
     const BufferRange validity = NextBuffer();
     if (node.null_count > 0) {
       if (validity.length < num_rows / 8 + (num_rows % 8 != 0)) {
-        Corrupt(where + ": validity bitmap too short");
+        Fail(field, "validity bitmap too short");
       }
       view.validity = validity.data;
     }
@@ -336,22 +340,22 @@ class BatchReader {
     if (num_rows == 0 && offsets.length == 0) {
       view.offsets = kZeroOffsets;
     } else if (offsets.length / width <= num_rows) {
-      Corrupt(where + ": offsets buffer too short for " + std::to_string(num_rows) + " rows");
+      Fail(field, "offsets buffer too short for " + std::to_string(num_rows) + " rows");
     } else {
       view.offsets = offsets.data;
     }
 
     if (field.type.kind == FieldType::Kind::kList) {
-      const Node child = NextNode(column);
-      if (child.null_count > 0) Unsupported("null elements in list column " + column);
+      const Node child = NextNode(field);
+      if (child.null_count > 0) Unsupported("null elements in list column " + Quoted(field.name));
       NextBuffer();  // child validity: unused, the child has no nulls
       const BufferRange values = NextBuffer();
       const int bits = fbs::PrimitiveBits(field.type.element);
       const bool fits = bits == 1 ? values.length >= child.length / 8 + (child.length % 8 != 0)
                                   : values.length / (bits / 8) >= child.length;
       if (!fits) {
-        Corrupt(where + ": values buffer too short for " + std::to_string(child.length) +
-                " list elements");
+        Fail(field, "values buffer too short for " + std::to_string(child.length) +
+                        " list elements");
       }
       view.values = values.data;
       view.values_length = child.length;
@@ -361,16 +365,23 @@ class BatchReader {
       view.values_length = data.length;
     }
 
-    if (view.large_offsets) {
-      CheckOffsets<int64_t>(view.offsets, num_rows, view.values_length, where);
-    } else {
-      CheckOffsets<int32_t>(view.offsets, num_rows, view.values_length, where);
-    }
+    const std::string problem =
+        view.large_offsets ? CheckOffsets<int64_t>(view.offsets, num_rows, view.values_length)
+                           : CheckOffsets<int32_t>(view.offsets, num_rows, view.values_length);
+    if (!problem.empty()) Fail(field, problem);
     return view;
   }
 
+  // Error context is built only when failing: it may be long (field names).
+  std::string Where() const { return "record batch " + std::to_string(index_); }
+  // `rest` continues the sentence: ": <problem>" or " has ...".
+  [[noreturn]] void Fail(const std::string& rest) const { Corrupt(Where() + rest); }
+  [[noreturn]] void Fail(const Field& field, const std::string& problem) const {
+    Corrupt(Where() + ", column " + Quoted(field.name) + ": " + problem);
+  }
+
   std::span<const std::byte> file_;
-  std::string where_;
+  uint32_t index_;
   const std::byte* body_ = nullptr;
   int64_t body_length_ = 0;
   fb::StructVector nodes_;

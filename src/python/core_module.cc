@@ -380,6 +380,15 @@ NB_MODULE(_core, m) {
           },
           "Flushes and closes. Idempotent.")
       .def(
+          "forget",
+          [](PyStore& s) {
+            // After fork() the child holds a copy of the parent's store whose
+            // writer thread does not exist and whose locks may be held: it
+            // must never be used or destroyed. Leak it on purpose.
+            (void)s.store.release();
+          },
+          "Abandons this store without flushing or closing it (for a child process after fork()).")
+      .def(
           "refresh",
           [](PyStore& s) {
             Store& store = s.get();

@@ -5,25 +5,44 @@
 
 #include "format/segment_layout.h"
 #include "torchcachex/errors.h"
+#include "util/hash.h"
 
 namespace torchcachex {
 
-std::shared_ptr<const Segment> Segment::Open(const std::string& path, uint64_t number,
-                                             const Schema& schema) {
-  auto segment = std::shared_ptr<Segment>(new Segment());
+std::unique_ptr<Segment> Segment::Open(const std::string& path, uint64_t number, const Schema& schema) {
+  auto segment = std::unique_ptr<Segment>(new Segment());
   segment->number_ = number;
-  segment->mapped_ = MappedFile::Open(path);
+  segment->path_ = path;
+  segment->Load(schema, /*validate_rows=*/true);
+  return segment;
+}
+
+void Segment::Map(const Schema& schema) {
+  if (mapped()) return;
+  // The file is immutable: its rows were validated when it was first opened.
+  Load(schema, /*validate_rows=*/false);
+}
+
+void Segment::Unmap() {
+  batches_.clear();
+  mapped_.reset();
+}
+
+void Segment::Load(const Schema& schema, bool validate_rows) {
+  auto mapped = MappedFile::Open(path_);
   format::ParsedSegment parsed;
   try {
-    parsed = format::ParseSegment(segment->mapped_->bytes());
+    parsed = format::ParseSegment(mapped->bytes());
   } catch (const CorruptFileError& e) {
-    throw CorruptFileError(path + ": " + e.what());
+    throw CorruptFileError(path_ + ": " + e.what());
   }
   int key_column = -1;
   std::vector<format::LeafColumns> columns;
   if (auto error = format::MatchColumns(schema, parsed.fields, &key_column, &columns)) {
-    throw CorruptFileError(path + ": does not match the cache schema: " + *error);
+    throw CorruptFileError(path_ + ": does not match the cache schema: " + *error);
   }
+  std::vector<BatchView> batches;
+  std::vector<int64_t> starts;
   int64_t start = 0;
   for (const format::RecordBatchView& record_batch : parsed.batches) {
     BatchView view;
@@ -35,8 +54,7 @@ std::shared_ptr<const Segment> Segment::Open(const std::string& path, uint64_t n
       if (spec.kind == LeafKind::kTensor) {
         leaf.data = record_batch.columns[columns[l].data];
         leaf.shape = record_batch.columns[columns[l].shape];
-        ArrowPrimitive element = parsed.fields[columns[l].data].type.element;
-        leaf.storage_width = PrimitiveByteWidth(element);
+        leaf.storage_width = PrimitiveByteWidth(parsed.fields[columns[l].data].type.element);
         leaf.storage_per_element = StorageElementsPerElement(spec.dtype);
       } else {
         leaf.data = record_batch.columns[columns[l].blob];
@@ -44,13 +62,57 @@ std::shared_ptr<const Segment> Segment::Open(const std::string& path, uint64_t n
       }
       view.leaves.push_back(leaf);
     }
-    if (auto error = ValidateBatch(view, schema)) throw CorruptFileError(path + ": " + *error);
-    segment->batch_starts_.push_back(start);
+    if (validate_rows) {
+      if (auto error = ValidateBatch(view, schema)) throw CorruptFileError(path_ + ": " + *error);
+    }
+    starts.push_back(start);
     start += view.num_rows;
-    segment->batches_.push_back(std::move(view));
+    batches.push_back(std::move(view));
   }
-  segment->num_rows_ = start;
-  return segment;
+  if (validate_rows) {
+    num_rows_ = start;
+  } else if (start != num_rows_) {
+    throw CorruptFileError(path_ + ": changed on disk since it was opened");
+  }
+  if (const std::string* checksum = format::FindMetadata(parsed.footer_metadata, format::kChecksumMetadataKey)) {
+    uint64_t value = 0;
+    auto [end, ec] = std::from_chars(checksum->data(), checksum->data() + checksum->size(), value, 16);
+    if (ec != std::errc() || end != checksum->data() + checksum->size()) {
+      throw CorruptFileError(path_ + ": malformed checksum '" + *checksum + "'");
+    }
+    expected_checksum_ = value;
+    checksummed_bytes_ = parsed.footer_offset;
+  }
+  mapped_ = std::move(mapped);
+  batches_ = std::move(batches);
+  batch_starts_ = std::move(starts);
+}
+
+bool Segment::VerifyOnce(std::string* problem) const {
+  std::call_once(verify_once_, [this] {
+    if (integrity_.load() != 0) return;  // MarkVerified
+    if (!expected_checksum_) {
+      integrity_.store(1);
+      return;
+    }
+    uint64_t actual = Xxh64(mapped_->bytes().first(checksummed_bytes_));
+    if (actual == *expected_checksum_) {
+      integrity_.store(1);
+    } else {
+      integrity_problem_ = path_ + ": checksum mismatch (the file is damaged); its rows will be recomputed";
+      integrity_.store(2);
+    }
+  });
+  if (integrity_.load() == 2) {
+    if (problem != nullptr) *problem = integrity_problem_;
+    return false;
+  }
+  return true;
+}
+
+void Segment::MarkVerified() const {
+  integrity_.store(1);
+  std::call_once(verify_once_, [] {});
 }
 
 Schema Segment::ReadSchema(const std::string& path) {
@@ -60,6 +122,7 @@ Schema Segment::ReadSchema(const std::string& path) {
 }
 
 std::pair<const BatchView*, int64_t> Segment::Locate(int64_t row) const {
+  Touch();
   if (batches_.size() == 1) return {&batches_[0], row};
   auto it = std::upper_bound(batch_starts_.begin(), batch_starts_.end(), row);
   size_t index = static_cast<size_t>(it - batch_starts_.begin()) - 1;

@@ -1,10 +1,25 @@
-// Segment: one immutable segment file, memory-mapped, validated and arranged
-// as BatchViews for the store's schema. Rows are numbered across the file's
-// record batches in order.
+// Segment: one immutable segment file, validated against the store's schema
+// and arranged as BatchViews. Rows are numbered across the file's record
+// batches in order.
+//
+// Mapping: a segment is memory-mapped while mapped() is true; its views point
+// into the mapping. Unmap() and Map() change that state and must only be
+// called when no reader can be using the views (the store holds its lock
+// exclusively); readers check mapped() under the shared lock. This lets the
+// store bound the number of live mappings (vm.max_map_count) for caches of
+// very many segments.
+//
+// Integrity: a file written by torchcachex carries an XXH64 checksum of its
+// bytes before the footer. It is verified once, lazily, the first time a row
+// of the segment is served (VerifyOnce), so opening a cache reads only the
+// metadata and key columns, yet damaged bytes are never served.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,34 +35,57 @@ class Segment {
  public:
   // Maps and validates `path` against `schema`. Throws CorruptFileError
   // (unreadable, not Arrow IPC, columns that do not match the schema, shapes
-  // inconsistent with data) or IOError.
-  static std::shared_ptr<const Segment> Open(const std::string& path, uint64_t number,
-                                             const Schema& schema);
+  // inconsistent with data) or IOError. The result is mapped.
+  static std::unique_ptr<Segment> Open(const std::string& path, uint64_t number, const Schema& schema);
 
   // Reads only the schema a segment file declares (for recovering schema.json).
   static Schema ReadSchema(const std::string& path);
 
   uint64_t number() const { return number_; }
+  const std::string& path() const { return path_; }
   int64_t num_rows() const { return num_rows_; }
-  uint64_t file_bytes() const { return mapped_->bytes().size(); }
 
-  // (batch, row within batch) of global row `row`.
+  bool mapped() const { return mapped_ != nullptr; }
+  // Remaps an unmapped segment (same validation as Open). Throws like Open.
+  void Map(const Schema& schema);
+  void Unmap();
+
+  // Set on every access; cleared by the store's clock sweep (eviction order).
+  void Touch() const { referenced_.store(true, std::memory_order_relaxed); }
+  bool TakeReferenced() { return referenced_.exchange(false, std::memory_order_relaxed); }
+
+  // The following require mapped().
   std::pair<const BatchView*, int64_t> Locate(int64_t row) const;
-
   std::string_view KeyOfRow(int64_t row) const {
     auto [batch, local] = Locate(row);
     return KeyAt(*batch, local);
   }
-
   const std::vector<BatchView>& batches() const { return batches_; }
+
+  // Verifies the checksum the first time it is called (thread-safe; requires
+  // mapped() on that first call). Returns false if the file is damaged, with
+  // the reason in *problem. Files without a checksum (written by other tools)
+  // count as intact.
+  bool VerifyOnce(std::string* problem) const;
+  // Records that the checksum is known to be good (a file this process wrote).
+  void MarkVerified() const;
 
  private:
   Segment() = default;
+  void Load(const Schema& schema, bool validate_rows);
+
   uint64_t number_ = 0;
+  std::string path_;
   int64_t num_rows_ = 0;
   std::shared_ptr<MappedFile> mapped_;
+  std::optional<uint64_t> expected_checksum_;
+  uint64_t checksummed_bytes_ = 0;
   std::vector<BatchView> batches_;
   std::vector<int64_t> batch_starts_;  // global row of each batch's first row
+  mutable std::atomic<bool> referenced_{true};
+  mutable std::once_flag verify_once_;
+  mutable std::atomic<int> integrity_{0};  // 0 unknown, 1 good, 2 damaged
+  mutable std::string integrity_problem_;
 };
 
 // "segment_<n>.arrow" for n.

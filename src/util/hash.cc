@@ -6,6 +6,7 @@
 #include "util/hash.h"
 
 #include <cstddef>
+#include <cstring>
 
 namespace torchcachex {
 
@@ -41,6 +42,8 @@ inline uint64_t MergeAccumulator(uint64_t acc, uint64_t lane_acc) {
   return acc * kPrime1 + kPrime4;
 }
 
+uint64_t Finish(uint64_t acc, const unsigned char* p, const unsigned char* end);
+
 uint64_t XXH64(const unsigned char* p, size_t len, uint64_t seed) {
   const unsigned char* const end = p + len;
   uint64_t acc;
@@ -66,7 +69,11 @@ uint64_t XXH64(const unsigned char* p, size_t len, uint64_t seed) {
     acc = seed + kPrime5;
   }
   acc += static_cast<uint64_t>(len);
+  return Finish(acc, p, end);
+}
 
+// Consumes the last (< 32) bytes and avalanches.
+uint64_t Finish(uint64_t acc, const unsigned char* p, const unsigned char* end) {
   while (end - p >= 8) {
     acc ^= Round(0, Read64(p));
     acc = Rotl(acc, 27) * kPrime1 + kPrime4;
@@ -96,6 +103,60 @@ uint64_t XXH64(const unsigned char* p, size_t len, uint64_t seed) {
 
 uint64_t HashKey(std::string_view key) {
   return XXH64(reinterpret_cast<const unsigned char*>(key.data()), key.size(), 0);
+}
+
+Xxh64Stream::Xxh64Stream() : v1_(kPrime1 + kPrime2), v2_(kPrime2), v3_(0), v4_(0 - kPrime1) {}
+
+void Xxh64Stream::Update(std::span<const std::byte> data) {
+  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  size_t len = data.size();
+  total_ += len;
+  if (buffered_ + len < 32) {
+    std::memcpy(buffer_ + buffered_, p, len);
+    buffered_ += len;
+    return;
+  }
+  if (buffered_ > 0) {
+    size_t fill = 32 - buffered_;
+    std::memcpy(buffer_ + buffered_, p, fill);
+    Consume(buffer_);
+    p += fill;
+    len -= fill;
+    buffered_ = 0;
+  }
+  while (len >= 32) {
+    Consume(p);
+    p += 32;
+    len -= 32;
+  }
+  std::memcpy(buffer_, p, len);
+  buffered_ = len;
+}
+
+void Xxh64Stream::Consume(const unsigned char* stripe) {
+  v1_ = Round(v1_, Read64(stripe));
+  v2_ = Round(v2_, Read64(stripe + 8));
+  v3_ = Round(v3_, Read64(stripe + 16));
+  v4_ = Round(v4_, Read64(stripe + 24));
+}
+
+uint64_t Xxh64Stream::Digest() const {
+  uint64_t acc;
+  if (total_ >= 32) {
+    acc = Rotl(v1_, 1) + Rotl(v2_, 7) + Rotl(v3_, 12) + Rotl(v4_, 18);
+    acc = MergeAccumulator(acc, v1_);
+    acc = MergeAccumulator(acc, v2_);
+    acc = MergeAccumulator(acc, v3_);
+    acc = MergeAccumulator(acc, v4_);
+  } else {
+    acc = kPrime5;
+  }
+  acc += total_;
+  return Finish(acc, buffer_, buffer_ + buffered_);
+}
+
+uint64_t Xxh64(std::span<const std::byte> data) {
+  return XXH64(reinterpret_cast<const unsigned char*>(data.data()), data.size(), 0);
 }
 
 }  // namespace torchcachex

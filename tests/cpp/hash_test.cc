@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <span>
 #include <string>
 
 namespace torchcachex {
@@ -122,6 +124,27 @@ TEST(HashTest, EmbeddedNulAndAlignment) {
   EXPECT_NE(HashKey(with_nul), HashKey("a"));
   std::string buffer = "_" + std::string(100, 'q');
   EXPECT_EQ(HashKey(std::string_view(buffer).substr(1)), HashKey(std::string(100, 'q')));
+}
+
+}  // namespace
+}  // namespace torchcachex
+
+namespace torchcachex {
+namespace {
+
+TEST(Xxh64StreamTest, AnySplitOfTheInputGivesTheOneShotDigest) {
+  std::string data;
+  for (int i = 0; i < 1000; ++i) data.push_back(static_cast<char>(i * 37 + 11));
+  auto bytes = std::as_bytes(std::span(data));
+  for (size_t len : {size_t{0}, size_t{5}, size_t{31}, size_t{32}, size_t{33}, size_t{100}, size_t{1000}}) {
+    uint64_t expected = Xxh64(bytes.first(len));
+    EXPECT_EQ(expected, HashKey(std::string_view(data.data(), len)));
+    for (size_t step : {size_t{1}, size_t{3}, size_t{7}, size_t{32}, size_t{64}, size_t{333}}) {
+      Xxh64Stream stream;
+      for (size_t at = 0; at < len; at += step) stream.Update(bytes.subspan(at, std::min(step, len - at)));
+      EXPECT_EQ(stream.Digest(), expected) << "len " << len << " step " << step;
+    }
+  }
 }
 
 }  // namespace
