@@ -24,6 +24,11 @@ struct Options {
   // (backpressure). At least 1.
   size_t max_queued_segments = 2;
 
+  // Segments kept memory-mapped at once. Caches with more segments map the
+  // others on demand (least recently used are unmapped), which keeps the
+  // process well below the kernel's vm.max_map_count (65530 by default).
+  size_t max_mapped_segments = 8192;
+
   // False for ranks that must not write (DDP non-writer ranks): their puts
   // stay in the hot cache and nothing is written to disk.
   bool persist = true;

@@ -66,6 +66,7 @@ inline constexpr int kVersion = 0;
 inline constexpr int kSchema = 1;
 inline constexpr int kDictionaries = 2;
 inline constexpr int kRecordBatches = 3;
+inline constexpr int kCustomMetadata = 4;
 }  // namespace footer
 
 namespace message {

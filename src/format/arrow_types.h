@@ -35,6 +35,10 @@ struct Field {
   KeyValueMetadata metadata;  // e.g. {"torch_dtype", "torch.bfloat16"}
 };
 
+// Footer custom-metadata key of a segment's checksum: XXH64 (seed 0) of every
+// byte before the footer, as 16 lowercase hex digits.
+inline constexpr const char* kChecksumMetadataKey = "torchcachex.xxh64";
+
 // The type as pyarrow prints it: "string", "binary", "list<item: float>",
 // "list<item: int64>", "large_string", "large_list<item: double>", ...
 // (pyarrow names: int8..int64, uint8..uint64, halffloat, float, double, bool).

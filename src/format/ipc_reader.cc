@@ -421,6 +421,8 @@ ParsedSegment ParseSegment(std::span<const std::byte> file) {
   ParsedSegment out;
   Budget budget(static_cast<uint64_t>(footer_length));
   ReadSchema(schema, &out, budget);
+  out.footer_metadata = ReadMetadata(footer, fbs::footer::kCustomMetadata, "Footer.custom_metadata", budget);
+  out.footer_offset = footer_start;
 
   if (footer.GetStructVector(fbs::footer::kDictionaries, fbs::kBlockSize, "Footer.dictionaries")
           .size() != 0) {

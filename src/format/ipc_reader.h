@@ -56,6 +56,8 @@ struct ParsedSegment {
   KeyValueMetadata metadata;  // schema-level custom metadata
   std::vector<RecordBatchView> batches;
   int64_t num_rows = 0;       // sum over batches
+  KeyValueMetadata footer_metadata;  // Footer.custom_metadata (e.g. kChecksumMetadataKey)
+  uint64_t footer_offset = 0;        // file offset where the footer flatbuffer starts
 };
 
 // Parses a whole Arrow IPC file held in `file` (e.g. a memory map). The views

@@ -1,11 +1,13 @@
 #include "format/ipc_writer.h"
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "format/arrow_fbs.h"
 #include "format/flatbuffer_builder.h"
 #include "torchcachex/errors.h"
+#include "util/hash.h"
 
 namespace torchcachex::format {
 
@@ -238,11 +240,25 @@ uint64_t WriteSegment(const SegmentTable& table, const ByteSink& sink) {
                                     static_cast<int64_t>(body_length))));
   }
 
-  // Tail: end-of-stream marker (for readers that stream through the file),
-  // footer, int32 footer length, magic.
-  std::vector<std::byte> tail;
+  // Everything before the footer is streamed to the sink and hashed; the
+  // footer then records the checksum (kChecksumMetadataKey).
+  Xxh64Stream checksum;
+  auto emit = [&](std::span<const std::byte> bytes) {
+    if (bytes.empty()) return;
+    checksum.Update(bytes);
+    sink(bytes);
+  };
+  emit(head);
+  for (std::span<const std::byte> bytes : body) {
+    emit(bytes);
+    const size_t padding = PadTo8(bytes.size()) - bytes.size();
+    emit(std::span<const std::byte>(kZeros, padding));
+  }
+  // End-of-stream marker, for readers that stream through the file.
   const uint32_t eos[2] = {fbs::kContinuation, 0};
-  AppendBytes(tail, eos, sizeof(eos));
+  emit(std::as_bytes(std::span(eos)));
+
+  std::vector<std::byte> tail;
   {
     FlatbufferBuilder b;
     std::byte block[fbs::kBlockSize] = {};
@@ -254,10 +270,14 @@ uint64_t WriteSegment(const SegmentTable& table, const ByteSink& sink) {
     const Offset dictionaries =
         b.CreateStructVector(nullptr, 0, fbs::kBlockSize, fbs::kStructAlignment);
     const Offset schema = BuildSchema(b, table);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(checksum.Digest()));
+    const Offset footer_metadata = BuildMetadata(b, {{kChecksumMetadataKey, hex}});
     b.StartTable();
     b.AddOffset(fbs::footer::kSchema, schema);
     b.AddOffset(fbs::footer::kDictionaries, dictionaries);
     b.AddOffset(fbs::footer::kRecordBatches, blocks);
+    b.AddOffset(fbs::footer::kCustomMetadata, footer_metadata);
     b.AddScalar<int16_t>(fbs::footer::kVersion, fbs::kMetadataV5);
     const std::span<const std::byte> footer = b.Finish(b.EndTable());
     const int32_t footer_length = static_cast<int32_t>(footer.size());
@@ -265,15 +285,8 @@ uint64_t WriteSegment(const SegmentTable& table, const ByteSink& sink) {
     AppendBytes(tail, &footer_length, 4);
     AppendBytes(tail, fbs::kMagic, fbs::kMagicSize);
   }
-
-  sink(head);
-  for (std::span<const std::byte> bytes : body) {
-    if (!bytes.empty()) sink(bytes);
-    const size_t padding = PadTo8(bytes.size()) - bytes.size();
-    if (padding != 0) sink(std::span<const std::byte>(kZeros, padding));
-  }
   sink(tail);
-  return head.size() + body_length + tail.size();
+  return head.size() + body_length + sizeof(eos) + tail.size();
 }
 
 std::vector<std::byte> EncodeSegment(const SegmentTable& table) {

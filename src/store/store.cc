@@ -52,6 +52,10 @@ constexpr int64_t kAutoRefreshIntervalNs = 1'000'000'000;
 // so it is not trusted to mean "nothing new".
 constexpr int64_t kMtimeSettleNs = 2'000'000'000;
 
+// Thrown by a lookup running under the shared lock that needs a segment
+// mapped; the lookup is then retried under the exclusive lock.
+struct NeedsMapping {};
+
 int64_t SteadyNowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -121,7 +125,10 @@ struct Store::Impl {
   std::condition_variable_any cv;  // state changes of the writer / sealed queue
   bool closed = false;
   std::optional<Schema> schema;
-  std::vector<std::shared_ptr<const Segment>> segments;  // RowLocation.segment indexes this
+  std::vector<std::unique_ptr<Segment>> segments;  // RowLocation.segment indexes this
+  size_t mapped_count = 0;   // segments with mapped() true
+  size_t clock_hand = 0;     // next eviction candidate
+  std::unordered_set<uint64_t> reported_damaged;  // segment numbers already warned about
   std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
   KeyIndex index;
   std::shared_ptr<PendingBatch> active;
@@ -146,6 +153,7 @@ struct Store::Impl {
   std::atomic<uint64_t> hits{0}, misses{0};
   std::atomic<uint64_t> rows_written{0}, bytes_written{0};
   uint64_t skipped_segments = 0;
+  uint64_t damaged_segments = 0;  // guarded by warnings_mu
 
   std::mutex warnings_mu;
   std::vector<std::string> warnings;
@@ -164,19 +172,54 @@ struct Store::Impl {
     if (closed) throw ClosedError("the cache is closed; open a new backend to use it again");
   }
 
-  KeyIndex::KeyAt KeyAtFn() const {
-    return [this](RowLocation loc) { return segments[loc.segment]->KeyOfRow(loc.row); };
+  // Key of an indexed row. With `exclusive` (mu held exclusively) an unmapped
+  // segment is mapped on demand; otherwise NeedsMapping is thrown.
+  KeyIndex::KeyAt KeyAtFn(bool exclusive) {
+    return [this, exclusive](RowLocation loc) {
+      if (!segments[loc.segment]->mapped()) {
+        if (!exclusive) throw NeedsMapping{};
+        MapSegment(loc.segment);
+      }
+      return segments[loc.segment]->KeyOfRow(loc.row);
+    };
+  }
+
+  // ---- memory maps (mu held exclusively) --------------------------------------
+
+  void MapSegment(uint32_t slot) {
+    Segment& segment = *segments[slot];
+    if (segment.mapped()) return;
+    segment.Map(*schema);
+    segment.Touch();
+    ++mapped_count;
+  }
+
+  // Unmaps least recently used segments (clock sweep) until at most
+  // max_mapped_segments are mapped. Only called when no lookup holds views.
+  void EvictToCap() {
+    size_t cap = std::max<size_t>(1, options.max_mapped_segments);
+    size_t budget = 2 * segments.size() + 1;  // two sweeps clear every reference bit
+    while (mapped_count > cap && budget-- > 0) {
+      Segment& segment = *segments[clock_hand];
+      clock_hand = (clock_hand + 1) % segments.size();
+      if (!segment.mapped() || segment.TakeReferenced()) continue;
+      segment.Unmap();
+      --mapped_count;
+    }
   }
 
   // ---- segments ------------------------------------------------------------
 
-  // Adds a loaded segment: its rows enter the index, newest last.
-  void AddSegment(std::shared_ptr<const Segment> segment) {
+  // Adds a loaded (mapped) segment: its rows enter the index, newest last.
+  // mu held exclusively.
+  void AddSegment(std::unique_ptr<Segment> owned) {
     uint32_t slot = static_cast<uint32_t>(segments.size());
-    segments.push_back(segment);
+    Segment* segment = owned.get();
+    segments.push_back(std::move(owned));
+    ++mapped_count;
     seen_segment_numbers.insert(segment->number());
     index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()));
-    KeyIndex::KeyAt key_at = KeyAtFn();
+    KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
     int64_t row = 0;
     for (const BatchView& batch : segment->batches()) {
       for (int64_t local = 0; local < batch.num_rows; ++local, ++row) {
@@ -212,6 +255,7 @@ struct Store::Impl {
       }
       try {
         AddSegment(Segment::Open(path, number, *schema));
+        EvictToCap();
         ++loaded;
       } catch (const Error& e) {
         seen_segment_numbers.insert(number);
@@ -298,7 +342,7 @@ struct Store::Impl {
 
   // Writes one sealed batch to a new segment file, durably. mu is not held;
   // only one writer runs at a time (the writer thread, or write_mu holders).
-  std::shared_ptr<const Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
+  std::unique_ptr<Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
     std::string path = segments_dir + "/" + SegmentFileName(number);
     std::string tmp = path + ".tmp";
     uint64_t bytes = 0;
@@ -317,14 +361,16 @@ struct Store::Impl {
     }
     SyncDirectory(segments_dir);
     auto segment = Segment::Open(path, number, *schema);
+    segment->MarkVerified();  // written and checksummed by this process
     rows_written += static_cast<uint64_t>(batch.num_rows());
     bytes_written += bytes;
     return segment;
   }
 
   // Makes a written batch visible through the index. Caller holds mu exclusively.
-  void Publish(const std::shared_ptr<PendingBatch>& batch, std::shared_ptr<const Segment> segment) {
-    AddSegment(segment);
+  void Publish(const std::shared_ptr<PendingBatch>& batch, std::unique_ptr<Segment> segment) {
+    AddSegment(std::move(segment));
+    EvictToCap();
     const BatchView& view = batch->view();
     for (int64_t row = 0; row < view.num_rows; ++row) {
       auto it = pending.find(KeyAt(view, row));
@@ -344,7 +390,7 @@ struct Store::Impl {
       std::shared_ptr<PendingBatch> batch = sealed.front();
       uint64_t number = next_segment_number++;
       lock.unlock();
-      std::shared_ptr<const Segment> segment;
+      std::unique_ptr<Segment> segment;
       std::exception_ptr error;
       try {
         segment = WriteBatch(*batch, number);
@@ -392,8 +438,11 @@ struct Store::Impl {
 
   // ---- reading -------------------------------------------------------------
 
-  // Finds `key` in pending rows, segments or the hot cache. Caller holds mu.
-  Found Find(std::string_view key, std::vector<HotCache::Row>* hot_rows) const {
+  // Finds `key` in pending rows, segments or the hot cache. Caller holds mu
+  // (exclusively if `exclusive`: then segments are mapped on demand; shared:
+  // NeedsMapping is thrown if a needed segment is unmapped). Rows of damaged
+  // segments are reported once and treated as missing.
+  Found Find(std::string_view key, std::vector<HotCache::Row>* hot_rows, bool exclusive) {
     Found found;
     if (!pending.empty()) {
       auto it = pending.find(key);
@@ -404,11 +453,16 @@ struct Store::Impl {
       }
     }
     if (index.size() > 0) {
-      if (auto loc = index.Find(HashKey(key), key, KeyAtFn())) {
-        auto [batch, row] = segments[loc->segment]->Locate(loc->row);
-        found.batch = batch;
-        found.row = row;
-        return found;
+      if (auto loc = index.Find(HashKey(key), key, KeyAtFn(exclusive))) {
+        const Segment& segment = *segments[loc->segment];
+        std::string problem;
+        if (segment.VerifyOnce(&problem)) {
+          auto [batch, row] = segment.Locate(loc->row);
+          found.batch = batch;
+          found.row = row;
+          return found;
+        }
+        ReportDamaged(segment, problem);
       }
     }
     if (hot_rows != nullptr && hot.size() > 0) {
@@ -420,14 +474,40 @@ struct Store::Impl {
     return found;
   }
 
-  GetResult Lookup(std::span<const std::string_view> keys) const {
+  void ReportDamaged(const Segment& segment, const std::string& problem) {
+    std::lock_guard lock(warnings_mu);
+    if (reported_damaged.insert(segment.number()).second) {
+      warnings.push_back("skipping damaged segment: " + problem);
+      ++damaged_segments;
+    }
+  }
+
+  // Looks up under the shared lock; if a needed segment is unmapped, again
+  // under the exclusive lock (mapping it), then unmaps down to the cap.
+  GetResult LookupAnyMode(std::span<const std::string_view> keys) {
+    {
+      std::shared_lock lock(mu);
+      ThrowIfClosed();
+      try {
+        return Lookup(keys, /*exclusive=*/false);
+      } catch (const NeedsMapping&) {
+      }
+    }
+    std::unique_lock lock(mu);
+    ThrowIfClosed();
+    GetResult result = Lookup(keys, /*exclusive=*/true);
+    EvictToCap();
+    return result;
+  }
+
+  GetResult Lookup(std::span<const std::string_view> keys, bool exclusive) {
     const size_t n = keys.size();
     GetResult result;
     result.found.assign(n, 0);
     std::vector<Found> found(n);
     std::vector<HotCache::Row> hot_rows;
     for (size_t i = 0; i < n; ++i) {
-      found[i] = Find(keys[i], &hot_rows);
+      found[i] = Find(keys[i], &hot_rows, exclusive);
       result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
     }
     if (!schema) return result;
@@ -564,9 +644,10 @@ struct Store::Impl {
     return rows;
   }
 
-  size_t DistinctKeys() const {
+  // mu held exclusively (keys may need their segments mapped).
+  size_t DistinctKeys() {
     size_t count = index.size();
-    KeyIndex::KeyAt key_at = KeyAtFn();
+    KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
     for (const auto& [key, ref] : pending) {
       if (!index.Find(HashKey(key), key, key_at)) ++count;
     }
@@ -627,20 +708,14 @@ void Store::EnsureSchema(const Schema& schema) {
 }
 
 GetResult Store::GetBatch(std::span<const std::string_view> keys) {
-  GetResult result;
-  {
-    std::shared_lock lock(impl_->mu);
-    impl_->ThrowIfClosed();
-    result = impl_->Lookup(keys);
-  }
+  GetResult result = impl_->LookupAnyMode(keys);
   size_t found = static_cast<size_t>(std::count(result.found.begin(), result.found.end(), 1));
   if (found < keys.size()) {
     int64_t now = SteadyNowNs();
     int64_t last = impl_->last_auto_refresh_ns.load();
     if (now - last >= kAutoRefreshIntervalNs &&
         impl_->last_auto_refresh_ns.compare_exchange_strong(last, now) && Refresh() > 0) {
-      std::shared_lock lock(impl_->mu);
-      result = impl_->Lookup(keys);
+      result = impl_->LookupAnyMode(keys);
       found = static_cast<size_t>(std::count(result.found.begin(), result.found.end(), 1));
     }
   }
@@ -650,11 +725,8 @@ GetResult Store::GetBatch(std::span<const std::string_view> keys) {
 }
 
 bool Store::Contains(std::string_view key) {
-  std::shared_lock lock(impl_->mu);
-  impl_->ThrowIfClosed();
-  if (impl_->hot.Contains(key)) return true;
-  Impl::Found found = impl_->Find(key, nullptr);
-  return found.batch != nullptr;
+  std::string_view keys[1] = {key};
+  return impl_->LookupAnyMode(keys).found[0] != 0;
 }
 
 void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows> leaves) {
@@ -770,10 +842,11 @@ size_t Store::Refresh() {
 }
 
 Stats Store::GetStats() const {
-  const Impl& s = *impl_;
-  std::shared_lock lock(s.mu);
+  Impl& s = *impl_;
+  std::unique_lock lock(s.mu);
   Stats stats;
   stats.entries = s.DistinctKeys();
+  s.EvictToCap();
   stats.segments = s.segments.size();
   stats.pending_rows = s.PendingRows();
   stats.hot_cache_rows = s.hot.size();
@@ -781,15 +854,21 @@ Stats Store::GetStats() const {
   stats.misses = s.misses.load();
   stats.rows_written = s.rows_written.load();
   stats.bytes_written = s.bytes_written.load();
-  stats.skipped_segments = s.skipped_segments;
+  {
+    std::lock_guard warnings_lock(s.warnings_mu);
+    stats.skipped_segments = s.skipped_segments + s.damaged_segments;
+  }
+  stats.mapped_segments = s.mapped_count;
   stats.writer_id = s.writer_id;
   stats.index_bytes = s.index.memory_bytes();
   return stats;
 }
 
 size_t Store::size() const {
-  std::shared_lock lock(impl_->mu);
-  return impl_->DistinctKeys();
+  std::unique_lock lock(impl_->mu);
+  size_t count = impl_->DistinctKeys();
+  impl_->EvictToCap();
+  return count;
 }
 
 std::vector<std::string> Store::TakeWarnings() {

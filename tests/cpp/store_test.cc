@@ -380,3 +380,63 @@ TEST(StoreTest, ConcurrentReadersAndWritersSeeOnlyCompleteRows) {
 
 }  // namespace
 }  // namespace torchcachex
+
+namespace torchcachex {
+namespace {
+
+TEST(StoreTest, ManySegmentsAreServedWithBoundedMemoryMaps) {
+  TempDir tmp;
+  Options options;
+  options.flush_every = 4;
+  options.max_mapped_segments = 3;
+  {
+    auto store = OpenFloat(tmp.path(), options);
+    FloatRows rows(0, 40, 2);
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+    EXPECT_LE(store->GetStats().mapped_segments, 3u);
+  }
+  auto store = OpenFloat(tmp.path(), options);
+  EXPECT_EQ(store->GetStats().segments, 10u);
+  EXPECT_LE(store->GetStats().mapped_segments, 3u);
+  FloatRows rows(0, 40, 2);
+  for (int pass = 0; pass < 2; ++pass) {
+    GetResult result = store->GetBatch(rows.views);
+    for (int i = 0; i < 40; ++i) ExpectRow(result, i, i, 2);
+    EXPECT_LE(store->GetStats().mapped_segments, 3u);
+  }
+  EXPECT_EQ(store->size(), 40u);
+}
+
+TEST(StoreTest, FlippedBytesAreDetectedByTheChecksumAndNeverServed) {
+  TempDir tmp;
+  FloatRows rows(0, 8, 16);
+  {
+    auto store = OpenFloat(tmp.path());
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+  }
+  std::string segment = tmp.path() + "/features_v1/segments/segment_0.arrow";
+  // Flip one bit inside the float values of row 3 (found by its byte pattern).
+  std::string bytes;
+  {
+    std::ifstream in(segment, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  float needle = 3005.0f;
+  size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&needle), 4));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] ^= 0x01;
+  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto store = Store::Open(tmp.path(), "features_v1", {});
+  GetResult result = store->GetBatch(rows.views);
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(result.found[i]) << i;
+  auto warnings = store->TakeWarnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("checksum"), std::string::npos) << warnings[0];
+  EXPECT_EQ(store->GetStats().skipped_segments, 1u);
+}
+
+}  // namespace
+}  // namespace torchcachex
