@@ -72,6 +72,23 @@ int64_t PendingBatch::Append(std::string_view key, std::span<const LeafRows> lea
   return num_rows_ - 1;
 }
 
+void PendingBatch::Reserve(size_t rows, size_t key_bytes, std::span<const LeafRows> leaves, size_t i) {
+  key_offsets_.reserve(rows + 1);
+  key_chars_.reserve(rows * key_bytes);
+  for (size_t l = 0; l < leaves_.size(); ++l) {
+    const LeafRows& r = leaves[l];
+    size_t row_bytes = r.is_dense ? r.row_bytes : r.rows[i].size();
+    LeafBuffers& buffers = leaves_[l];
+    buffers.data_offsets.reserve(rows + 1);
+    buffers.data_values.reserve(rows * row_bytes);
+    if (schema_.leaves[l].kind == LeafKind::kTensor) {
+      size_t rank = r.is_dense ? r.shape.size() : r.shapes[i].size();
+      buffers.shape_offsets.reserve(rows + 1);
+      buffers.shape_values.reserve(rows * rank);
+    }
+  }
+}
+
 void PendingBatch::UpdateView() {
   view_.num_rows = num_rows_;
   view_.key = ViewOf(key_offsets_, key_chars_.data(), static_cast<int64_t>(key_chars_.size()));

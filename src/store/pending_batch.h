@@ -32,6 +32,10 @@ class PendingBatch {
   // Points view() at the current buffers (they may have moved).
   void UpdateView();
 
+  // Reserves room for `rows` rows like row `i` of `leaves` (keys of
+  // `key_bytes`), so that filling the batch does not reallocate.
+  void Reserve(size_t rows, size_t key_bytes, std::span<const LeafRows> leaves, size_t i);
+
   int64_t num_rows() const { return num_rows_; }
   size_t bytes() const { return bytes_; }
 

@@ -750,9 +750,14 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
   }
   s.ClaimWriter();
   for (size_t i = 0; i < n; ++i) {
-    if (!s.active) s.active = std::make_shared<PendingBatch>(*s.schema);
-    if (s.active->num_rows() > 0 && s.active->WouldOverflow(s.RowBytes(leaves, i))) s.SealActive();
-    if (!s.active) s.active = std::make_shared<PendingBatch>(*s.schema);
+    const size_t row_bytes = s.RowBytes(leaves, i);
+    if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
+    if (!s.active) {
+      s.active = std::make_shared<PendingBatch>(*s.schema);
+      // Size the buffers for a full batch of rows like this one.
+      size_t rows = std::min(s.options.flush_every, s.options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
+      s.active->Reserve(rows, keys[i].size(), leaves, i);
+    }
     int64_t row = s.active->Append(keys[i], leaves, i);
     auto it = s.pending.find(keys[i]);
     if (it == s.pending.end()) {

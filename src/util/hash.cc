@@ -5,6 +5,7 @@
 
 #include "util/hash.h"
 
+#include <bit>
 #include <cstddef>
 #include <cstring>
 
@@ -21,12 +22,22 @@ constexpr uint64_t kPrime5 = 0x27D4EB2F165667C5ULL;
 inline uint64_t Rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
 inline uint64_t Read64(const unsigned char* p) {
+  if constexpr (std::endian::native == std::endian::little) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+  }
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
   return v;
 }
 
 inline uint32_t Read32(const unsigned char* p) {
+  if constexpr (std::endian::native == std::endian::little) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
 }
