@@ -284,6 +284,8 @@ def _list_keys(path: str) -> Optional[List[str]]:
 
 
 def _apply_damage(seg_dir: str, module_dir: str, damage: Damage, report: dict) -> None:
+    if not os.path.isdir(seg_dir):
+        return
     names = sorted((n for n in os.listdir(seg_dir) if _segment_number(n) is not None
                     and not n.endswith(".tmp")), key=_segment_number)
     if not names:
@@ -345,6 +347,8 @@ def checker_child(cache_dir: str, rows: RowMaker, universe: List[str], acked: Li
             if name.endswith(".tmp") or _segment_number(name) is None or name in key_segments:
                 continue
             listing[name] = _list_keys(os.path.join(seg_dir, name))
+            if listing[name] is None:  # renamed into place, so complete: any reader must read it
+                fail(f"segment {name} left by a killed writer is not a valid Arrow IPC file (pyarrow)")
         report["listing"] = listing
         if damage is not None:
             _apply_damage(seg_dir, module_dir, damage, report)

@@ -38,6 +38,12 @@ struct Field {
 // Footer custom-metadata key of a segment's checksum: XXH64 (seed 0) of every
 // byte before the footer, as 16 lowercase hex digits.
 inline constexpr const char* kChecksumMetadataKey = "torchcachex.xxh64";
+// Footer custom-metadata key of the key column's checksum: XXH64 (seed 0) of,
+// for every record batch in order, the key column's int32 offsets buffer
+// (num_rows + 1 entries, the first 0) followed by its characters. Opening a
+// cache reads the keys to build the index, so it verifies them with this;
+// a damaged key could otherwise hide a damaged segment from the lazy check.
+inline constexpr const char* kKeysChecksumMetadataKey = "torchcachex.keys_xxh64";
 
 // The type as pyarrow prints it: "string", "binary", "list<item: float>",
 // "list<item: int64>", "large_string", "large_list<item: double>", ...

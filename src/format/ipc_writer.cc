@@ -272,7 +272,18 @@ uint64_t WriteSegment(const SegmentTable& table, const ByteSink& sink) {
     const Offset schema = BuildSchema(b, table);
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(checksum.Digest()));
-    const Offset footer_metadata = BuildMetadata(b, {{kChecksumMetadataKey, hex}});
+    KeyValueMetadata footer_entries = {{kChecksumMetadataKey, hex}};
+    if (table.key_column >= 0) {
+      const ColumnBuffers& keys = table.columns.at(static_cast<size_t>(table.key_column));
+      Xxh64Stream keys_checksum;
+      keys_checksum.Update(std::as_bytes(keys.offsets));
+      keys_checksum.Update(keys.values);
+      char keys_hex[17];
+      std::snprintf(keys_hex, sizeof keys_hex, "%016llx",
+                    static_cast<unsigned long long>(keys_checksum.Digest()));
+      footer_entries.push_back({kKeysChecksumMetadataKey, keys_hex});
+    }
+    const Offset footer_metadata = BuildMetadata(b, footer_entries);
     b.StartTable();
     b.AddOffset(fbs::footer::kSchema, schema);
     b.AddOffset(fbs::footer::kDictionaries, dictionaries);

@@ -29,6 +29,9 @@ struct SegmentTable {
   int64_t num_rows = 0;
   std::vector<ColumnBuffers> columns;
   KeyValueMetadata metadata;  // schema-level custom metadata
+  // Index of the utf8 key column, whose checksum the footer records
+  // (kKeysChecksumMetadataKey); -1 for none.
+  int key_column = -1;
 };
 
 // Receives the encoded file in order, in pieces. May throw (e.g. IOError).

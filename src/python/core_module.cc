@@ -151,6 +151,15 @@ struct PyStore {
 
 std::string KindName(LeafKind kind) { return kind == LeafKind::kTensor ? "tensor" : "blob"; }
 
+// A message for Python. Messages may quote bytes of damaged files, which
+// need not be UTF-8: those are shown as \xNN escapes instead of failing.
+nb::str MessageToPython(std::string_view message) {
+  PyObject* text = PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()),
+                                        "backslashreplace");
+  if (text == nullptr) throw nb::python_error();
+  return nb::steal<nb::str>(text);
+}
+
 nb::object SchemaToPython(const std::optional<Schema>& schema) {
   if (!schema) return nb::none();
   nb::list leaves;
@@ -250,20 +259,23 @@ void RegisterExceptions(nb::module_& m) {
   g_io_error = NewException(m, "CacheIOError", os_bases.ptr(), "The operating system refused an I/O operation.");
   g_closed = NewException(m, "ClosedError", g_error, "The cache was used after close().");
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    auto raise = [](PyObject* type, const char* what) {
+      PyErr_SetObject(type, MessageToPython(what).ptr());
+    };
     try {
       std::rethrow_exception(p);
     } catch (const InvalidArgumentError& e) {
-      PyErr_SetString(g_invalid_argument, e.what());
+      raise(g_invalid_argument, e.what());
     } catch (const SchemaMismatchError& e) {
-      PyErr_SetString(g_schema_mismatch, e.what());
+      raise(g_schema_mismatch, e.what());
     } catch (const CorruptFileError& e) {
-      PyErr_SetString(g_corrupt_file, e.what());
+      raise(g_corrupt_file, e.what());
     } catch (const IOError& e) {
-      PyErr_SetString(g_io_error, e.what());
+      raise(g_io_error, e.what());
     } catch (const ClosedError& e) {
-      PyErr_SetString(g_closed, e.what());
+      raise(g_closed, e.what());
     } catch (const Error& e) {
-      PyErr_SetString(g_error, e.what());
+      raise(g_error, e.what());
     }
   });
 }
@@ -415,7 +427,12 @@ NB_MODULE(_core, m) {
             return d;
           },
           "Counters of this store (entries, segments, hits, misses, bytes written...).")
-      .def("take_warnings", [](PyStore& s) { return s.get().TakeWarnings(); },
+      .def("take_warnings",
+           [](PyStore& s) {
+             nb::list out;
+             for (const std::string& message : s.get().TakeWarnings()) out.append(MessageToPython(message));
+             return out;
+           },
            "Warnings gathered since the last call (skipped segments, recovered schema).")
       .def_prop_ro("path", [](PyStore& s) { return s.get().path(); }, "The cache directory (cache_dir/module_id).");
 }

@@ -118,6 +118,7 @@ format::SegmentTable PendingBatch::Table() const {
   table.num_rows = num_rows_;
   table.metadata = metadata_;
   size_t f = 0;
+  table.key_column = 0;
   table.columns.push_back({fields_[f++], key_offsets_, key_chars_});
   for (size_t l = 0; l < leaves_.size(); ++l) {
     const LeafBuffers& buffers = leaves_[l];

@@ -9,6 +9,24 @@
 
 namespace torchcachex {
 
+namespace {
+
+// The checksum recorded in the footer under `key` (16 hex digits), if any.
+std::optional<uint64_t> ChecksumFromFooter(const format::ParsedSegment& parsed, const char* key,
+                                           const std::string& path) {
+  const std::string* text = format::FindMetadata(parsed.footer_metadata, key);
+  if (text == nullptr) return std::nullopt;
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value, 16);
+  if (ec != std::errc() || end != text->data() + text->size()) {
+    throw CorruptFileError(path + ": malformed checksum '" + *text + "'");
+  }
+  return value;
+}
+
+}  // namespace
+
+
 std::unique_ptr<Segment> Segment::Open(const std::string& path, uint64_t number, const Schema& schema) {
   auto segment = std::unique_ptr<Segment>(new Segment());
   segment->number_ = number;
@@ -74,18 +92,43 @@ void Segment::Load(const Schema& schema, bool validate_rows) {
   } else if (start != num_rows_) {
     throw CorruptFileError(path_ + ": changed on disk since it was opened");
   }
-  if (const std::string* checksum = format::FindMetadata(parsed.footer_metadata, format::kChecksumMetadataKey)) {
-    uint64_t value = 0;
-    auto [end, ec] = std::from_chars(checksum->data(), checksum->data() + checksum->size(), value, 16);
-    if (ec != std::errc() || end != checksum->data() + checksum->size()) {
-      throw CorruptFileError(path_ + ": malformed checksum '" + *checksum + "'");
-    }
-    expected_checksum_ = value;
+  // A file that declares our schema metadata was written by torchcachex and
+  // must carry both checksums: damage to the (unchecksummed) footer must not
+  // be able to pass a damaged file off as one written by another tool.
+  const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr;
+  std::optional<uint64_t> checksum = ChecksumFromFooter(parsed, format::kChecksumMetadataKey, path_);
+  if (written_by_us && (!checksum || !format::FindMetadata(parsed.footer_metadata,
+                                                           format::kKeysChecksumMetadataKey))) {
+    throw CorruptFileError(path_ + ": the footer lacks its checksums (the file is damaged)");
+  }
+  if (validate_rows) VerifyKeyChecksum(parsed, batches);
+  if (checksum) {
+    expected_checksum_ = checksum;
     checksummed_bytes_ = parsed.footer_offset;
   }
   mapped_ = std::move(mapped);
   batches_ = std::move(batches);
   batch_starts_ = std::move(starts);
+}
+
+void Segment::VerifyKeyChecksum(const format::ParsedSegment& parsed,
+                                const std::vector<BatchView>& batches) const {
+  std::optional<uint64_t> expected = ChecksumFromFooter(parsed, format::kKeysChecksumMetadataKey, path_);
+  if (!expected) return;  // written by another tool
+  Xxh64Stream keys;
+  for (const BatchView& batch : batches) {
+    // Our writer's layout; anything else cannot match the recorded checksum.
+    if (batch.key.large_offsets || batch.key.Offset(0) != 0) {
+      throw CorruptFileError(path_ + ": key column checksum mismatch (the file is damaged)");
+    }
+    const auto rows = static_cast<size_t>(batch.num_rows);
+    keys.Update(std::span<const std::byte>(batch.key.offsets, (rows + 1) * sizeof(int32_t)));
+    keys.Update(std::span<const std::byte>(batch.key.values,
+                                           static_cast<size_t>(batch.key.Offset(batch.num_rows))));
+  }
+  if (keys.Digest() != *expected) {
+    throw CorruptFileError(path_ + ": key column checksum mismatch (the file is damaged)");
+  }
 }
 
 bool Segment::VerifyOnce(std::string* problem) const {
@@ -118,6 +161,13 @@ void Segment::MarkVerified() const {
 Schema Segment::ReadSchema(const std::string& path) {
   auto mapped = MappedFile::Open(path);
   format::ParsedSegment parsed = format::ParseSegment(mapped->bytes());
+  // The schema is trusted for the whole cache: verify the file first.
+  if (format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr) {
+    std::optional<uint64_t> checksum = ChecksumFromFooter(parsed, format::kChecksumMetadataKey, path);
+    if (!checksum || Xxh64(mapped->bytes().first(parsed.footer_offset)) != *checksum) {
+      throw CorruptFileError(path + ": checksum mismatch (the file is damaged)");
+    }
+  }
   return format::SchemaFromSegment(parsed.fields, parsed.metadata);
 }
 

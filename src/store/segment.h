@@ -9,10 +9,13 @@
 // store bound the number of live mappings (vm.max_map_count) for caches of
 // very many segments.
 //
-// Integrity: a file written by torchcachex carries an XXH64 checksum of its
-// bytes before the footer. It is verified once, lazily, the first time a row
-// of the segment is served (VerifyOnce), so opening a cache reads only the
-// metadata and key columns, yet damaged bytes are never served.
+// Integrity: a file written by torchcachex carries two XXH64 checksums in its
+// footer: one of the key column, verified when the segment is opened (the
+// keys are read then anyway, to build the index), and one of every byte
+// before the footer, verified once, lazily, the first time a row of the
+// segment is served (VerifyOnce). Opening a cache thus reads only the
+// metadata and key columns, yet damaged bytes are never served and a damaged
+// key cannot hide a damaged segment.
 #pragma once
 
 #include <atomic>
@@ -73,6 +76,8 @@ class Segment {
  private:
   Segment() = default;
   void Load(const Schema& schema, bool validate_rows);
+  // Throws CorruptFileError if the footer's key checksum does not match.
+  void VerifyKeyChecksum(const format::ParsedSegment& parsed, const std::vector<BatchView>& batches) const;
 
   uint64_t number_ = 0;
   std::string path_;

@@ -154,6 +154,10 @@ struct Store::Impl {
   std::atomic<uint64_t> rows_written{0}, bytes_written{0};
   uint64_t skipped_segments = 0;
   uint64_t damaged_segments = 0;  // guarded by warnings_mu
+  // Bumped when a segment is first found damaged; the index excludes the
+  // damaged segments once reindexed_generation catches up (mu exclusive).
+  std::atomic<uint64_t> damage_generation{0};
+  std::atomic<uint64_t> reindexed_generation{0};
 
   std::mutex warnings_mu;
   std::vector<std::string> warnings;
@@ -219,15 +223,42 @@ struct Store::Impl {
     ++mapped_count;
     seen_segment_numbers.insert(segment->number());
     index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()));
+    IndexRows(slot);
+  }
+
+  // Points the index at every complete row of the mapped segment in `slot`
+  // (later rows replace earlier copies of a key). mu held exclusively.
+  void IndexRows(uint32_t slot) {
     KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
     int64_t row = 0;
-    for (const BatchView& batch : segment->batches()) {
+    for (const BatchView& batch : segments[slot]->batches()) {
       for (int64_t local = 0; local < batch.num_rows; ++local, ++row) {
         if (!RowIsComplete(batch, local)) continue;
         std::string_view key = KeyAt(batch, local);
         index.Upsert(HashKey(key), key, RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
       }
     }
+  }
+
+  // After a segment was found damaged, rebuilds the index without the
+  // damaged segments, so that keys with an intact older copy elsewhere are
+  // served from it. Rare (damage), O(entries). mu held exclusively.
+  void ReindexWithoutDamaged() {
+    uint64_t generation = damage_generation.load();
+    if (generation == reindexed_generation.load()) return;
+    std::unordered_set<uint64_t> damaged;
+    {
+      std::lock_guard lock(warnings_mu);
+      damaged = reported_damaged;
+    }
+    index = KeyIndex();
+    for (uint32_t slot = 0; slot < segments.size(); ++slot) {
+      if (damaged.count(segments[slot]->number())) continue;
+      MapSegment(slot);
+      IndexRows(slot);
+      EvictToCap();
+    }
+    reindexed_generation.store(generation);
   }
 
   // Loads segment files not seen before (in number order). Caller holds mu
@@ -479,23 +510,32 @@ struct Store::Impl {
     if (reported_damaged.insert(segment.number()).second) {
       warnings.push_back("skipping damaged segment: " + problem);
       ++damaged_segments;
+      ++damage_generation;
     }
   }
 
   // Looks up under the shared lock; if a needed segment is unmapped, again
   // under the exclusive lock (mapping it), then unmaps down to the cap.
+  // If the lookup found a segment damaged, reindexes without it and looks up
+  // again, so that intact older copies of its keys are served.
   GetResult LookupAnyMode(std::span<const std::string_view> keys) {
     {
       std::shared_lock lock(mu);
       ThrowIfClosed();
       try {
-        return Lookup(keys, /*exclusive=*/false);
+        GetResult result = Lookup(keys, /*exclusive=*/false);
+        if (damage_generation.load() == reindexed_generation.load()) return result;
       } catch (const NeedsMapping&) {
       }
     }
     std::unique_lock lock(mu);
     ThrowIfClosed();
     GetResult result = Lookup(keys, /*exclusive=*/true);
+    // Each pass drops at least one more damaged segment, so this ends.
+    while (damage_generation.load() != reindexed_generation.load()) {
+      ReindexWithoutDamaged();
+      result = Lookup(keys, /*exclusive=*/true);
+    }
     EvictToCap();
     return result;
   }
@@ -695,6 +735,8 @@ std::optional<Schema> Store::schema() const {
 void Store::EnsureSchema(const Schema& schema) {
   std::unique_lock lock(impl_->mu);
   impl_->ThrowIfClosed();
+  // Another process may have created the cache since this store opened.
+  if (!impl_->schema) impl_->LoadSchemaJson(/*warn=*/false);
   if (impl_->schema) {
     std::string difference = impl_->schema->DescribeDifference(schema);
     if (!difference.empty()) throw SchemaMismatchError(difference);

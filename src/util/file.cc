@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -154,7 +155,10 @@ std::string ReadFileToString(const std::string& path) {
 }
 
 void WriteFileAtomically(const std::string& path, std::string_view contents) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Unique per process and call: concurrent writers of the same file (threads
+  // or processes) must not share a temporary file.
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
   RemoveFile(tmp);
   {
     auto file = WritableFile::Create(tmp);

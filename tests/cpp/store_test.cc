@@ -438,5 +438,65 @@ TEST(StoreTest, FlippedBytesAreDetectedByTheChecksumAndNeverServed) {
   EXPECT_EQ(store->GetStats().skipped_segments, 1u);
 }
 
+TEST(StoreTest, ADamagedKeyIsDetectedWhenTheSegmentIsOpened) {
+  // A flipped key byte would make the damaged segment unreachable by its real
+  // keys, so the lazy value check would never run: the key checksum reports it.
+  TempDir tmp;
+  FloatRows rows(0, 8, 4);
+  {
+    auto store = OpenFloat(tmp.path());
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+  }
+  std::string segment = tmp.path() + "/features_v1/segments/segment_0.arrow";
+  std::string bytes;
+  {
+    std::ifstream in(segment, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string key = std::string(rows.views[5]);
+  size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + key.size() - 1] ^= 0x01;
+  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto store = Store::Open(tmp.path(), "features_v1", {});
+  auto warnings = store->TakeWarnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("key column checksum"), std::string::npos) << warnings[0];
+  EXPECT_EQ(store->GetStats().skipped_segments, 1u);
+  EXPECT_EQ(store->size(), 0u);
+}
+
+TEST(StoreTest, AnIntactOlderCopyIsServedWhenTheNewestCopyIsDamaged) {
+  TempDir tmp;
+  FloatRows rows(0, 8, 16);
+  {
+    auto store = OpenFloat(tmp.path());
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();  // segment_0
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();  // segment_1: the same rows again, newest
+  }
+  std::string segment = tmp.path() + "/features_v1/segments/segment_1.arrow";
+  std::string bytes;
+  {
+    std::ifstream in(segment, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  float needle = 3005.0f;
+  size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&needle), 4));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] ^= 0x01;
+  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto store = Store::Open(tmp.path(), "features_v1", {});
+  GetResult result = store->GetBatch(rows.views);
+  for (int i = 0; i < 8; ++i) ExpectRow(result, i, i, 16);
+  auto warnings = store->TakeWarnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("segment_1.arrow"), std::string::npos) << warnings[0];
+}
+
 }  // namespace
 }  // namespace torchcachex
