@@ -541,6 +541,32 @@ def _forget_all_after_fork() -> None:
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_forget_all_after_fork)
 
+# The process that registered the exit hook below (None: none yet).
+_EXIT_HOOK_PID: Optional[int] = None
+
+
+def _close_at_process_exit() -> None:
+    """Makes sure stores opened in this process are flushed when it exits.
+
+    ``atexit`` covers a normal interpreter exit (the main process, ``spawn``
+    children). A ``multiprocessing`` child created by ``fork`` (DataLoader
+    workers) ends with ``os._exit`` after running multiprocessing's finalizers
+    only, so a store reopened there also gets a finalizer. Registered lazily,
+    on the first reopen in the process: ``multiprocessing`` clears the
+    finalizers it inherited when a child starts.
+    """
+    global _EXIT_HOOK_PID
+    pid = os.getpid()
+    if _EXIT_HOOK_PID == pid:
+        return
+    _EXIT_HOOK_PID = pid
+    try:
+        from multiprocessing import util as mp_util
+
+        mp_util.Finalize(None, _close_all_at_exit, exitpriority=0)
+    except Exception:  # noqa: BLE001 - best effort; explicit flush() always works
+        pass
+
 
 class _Unopened:
     """Stands in for a backend's engine store until its first use.
@@ -657,8 +683,10 @@ class ArrowIPCCacheBackend:
     its directory and options; the copy opens its own store on first use.
     Either way the new store sees what is on disk (flush first), not the
     parent's unflushed rows or hot cache, and if it writes, it claims its own
-    writer id and must be flushed explicitly (DataLoader workers may exit
-    without running ``atexit`` handlers). ``copy.copy``/``copy.deepcopy``
+    writer id; its rows are flushed when the process exits normally (a
+    ``multiprocessing`` finalizer covers forked DataLoader workers, which skip
+    ``atexit``), and :meth:`flush` makes them durable earlier (a killed worker
+    loses its unflushed rows). See ``docs/distributed.md``. ``copy.copy``/``copy.deepcopy``
     return the backend itself: copies of a model share its cache handle.
     """
 
@@ -716,6 +744,7 @@ class ArrowIPCCacheBackend:
                 if self._closed:
                     raise _core.ClosedError("the cache is closed; open a new backend to use it again")
                 store = self._store = self._open_store()
+                _close_at_process_exit()
                 for message in store.take_warnings():
                     warnings.warn(f"torchcachex: {message}", RuntimeWarning, stacklevel=4)
         return store
