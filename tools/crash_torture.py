@@ -23,8 +23,10 @@ Each trial works on a fresh cache directory and runs 1-3 *rounds*. A round:
    * every row served equals its own expected value (no key ever returns another
      key's bytes, no damaged bytes are ever served);
    * every damaged segment whose damage the engine must detect (truncation; a byte
-     flipped before the footer, which the segment checksum covers) is reported
-     with a ``RuntimeWarning`` and counted in ``stats()["skipped_segments"]``, and
+     flipped before the footer, which the segment checksum covers, in a segment
+     that holds a key no intact segment holds: checksums are verified the first
+     time a segment serves a row, so a fully superseded one may go unread) is
+     reported with a ``RuntimeWarning`` and counted in ``stats()["skipped_segments"]``, and
      no healthy segment is skipped;
    * leftover ``segment_*.arrow.tmp`` files of the killed writers are gone once
      new writers have claimed their writer ids (the checker claims them by
@@ -71,6 +73,10 @@ MODULE_ID = "torture_v1"
 WRITER_RANGE = 1_000_000_000  # segments of writer w are numbered from w * 10**9
 # Seconds without any message from a child before it is declared hung.
 HANG_SECONDS = 60.0
+# --sabotage (a self-test of the checker, not of the engine): "drop" deletes the
+# segments written in each round before the check, "swap" swaps two served rows.
+# Either must make the run fail; tests/python/test_crash_torture.py checks that.
+SABOTAGE: Optional[str] = None
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int16, torch.uint8,
           torch.complex64, torch.bool]
@@ -331,7 +337,7 @@ def _apply_damage(seg_dir: str, module_dir: str, damage: Damage, report: dict) -
 
 
 def checker_child(cache_dir: str, rows: RowMaker, universe: List[str], acked: List[str],
-                  key_segments: Dict[str, List[str]], damaged_before: List[str],
+                  key_segments: Dict[str, List[str]], damaged_before: Dict[str, bool],
                   damage: Optional[Damage], round_index: int, fd: int) -> None:
     """Runs in a forked child: damages, opens, checks; writes a JSON report to ``fd``."""
     report: dict = {"failures": []}
@@ -350,6 +356,9 @@ def checker_child(cache_dir: str, rows: RowMaker, universe: List[str], acked: Li
             if listing[name] is None:  # renamed into place, so complete: any reader must read it
                 fail(f"segment {name} left by a killed writer is not a valid Arrow IPC file (pyarrow)")
         report["listing"] = listing
+        if SABOTAGE == "drop":
+            for name in listing:
+                os.unlink(os.path.join(seg_dir, name))
         if damage is not None:
             _apply_damage(seg_dir, module_dir, damage, report)
         damaged = dict.fromkeys(damaged_before)
@@ -366,6 +375,10 @@ def checker_child(cache_dir: str, rows: RowMaker, universe: List[str], acked: Li
             for start in range(0, len(universe), 512):
                 chunk = universe[start:start + 512]
                 results, _ = backend.get_batch(chunk)
+                if SABOTAGE == "swap":
+                    hits = [i for i, r in enumerate(results) if r is not None]
+                    if len(hits) >= 2:
+                        results[hits[0]], results[hits[1]] = results[hits[1]], results[hits[0]]
                 for key, served in zip(chunk, results):
                     if served is None:
                         continue
@@ -416,6 +429,20 @@ def checker_child(cache_dir: str, rows: RowMaker, universe: List[str], acked: Li
             if name.endswith(".arrow") and name not in damaged and any(name in m for m in skip_messages):
                 fail(f"healthy segment {name} was reported/skipped")
         new_damage = report.get("damaged", {})
+        # Which damage the engine must report. Checksums are verified lazily (the
+        # first time a segment is about to serve a row), so a segment whose every
+        # key is also held by an intact segment may never be read, and nothing
+        # damaged is served either way. A truncated segment, or a segment with a
+        # byte flipped before its footer that holds a key no intact segment holds
+        # (serving that key needs this segment), must be reported.
+        data_damaged = {n for n, d in damaged_before.items() if d}
+        data_damaged |= {n for n, d in new_damage.items() if d["must_detect"]}
+        for name, entry in new_damage.items():
+            entry["data_damage"] = entry["must_detect"]
+            if entry["must_detect"] and "truncated_at" not in entry:
+                entry["must_detect"] = any(
+                    not (segments_of.get(key, set()) - {name} - data_damaged)
+                    for key in (key_segments.get(name) or listing.get(name) or ()))
         must = sorted(n for n, d in new_damage.items() if d["must_detect"])
         for name in must:
             if name not in reported:
@@ -613,7 +640,7 @@ def run_trial(seed: int, base_dir: str, totals: Totals, rows_scale: float, verbo
     universe: List[str] = []
     acked_all: List[str] = []
     key_segments: Dict[str, List[str]] = {}
-    damaged: List[str] = []
+    damaged: Dict[str, bool] = {}  # every damaged segment: whether bytes before its footer were hit
     failures: List[str] = []
     lost_keys: Set[str] = set()
     if verbose:
@@ -635,7 +662,8 @@ def run_trial(seed: int, base_dir: str, totals: Totals, rows_scale: float, verbo
         failures.extend(f"round {r}: {f}" for f in report["failures"])
         key_segments.update({k: v for k, v in report.get("listing", {}).items()})
         new_damage = report.get("damaged", {})
-        damaged.extend(new_damage)
+        for name, entry in new_damage.items():
+            damaged[name] = damaged.get(name, False) or entry.get("data_damage", False)
         totals.damaged_segments += len(new_damage)
         totals.damaged_detected += len(report.get("detected_damage", []))
         totals.damaged_undetected_harmless += len(report.get("undetected_damage", []))
@@ -685,7 +713,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rows-scale", type=float, default=1.0, help="scale the rows per writer")
     parser.add_argument("--keep", action="store_true", help="keep every trial's cache directory")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--sabotage", choices=["drop", "swap"], default=None,
+                        help="self-test of the checker: delete each round's segments (drop) or "
+                             "swap two served rows (swap); the run must then fail")
     args = parser.parse_args(argv)
+    global SABOTAGE  # noqa: PLW0603 - read by the forked checkers
+    SABOTAGE = args.sabotage
 
     base_dir = args.dir or tempfile.mkdtemp(prefix="torchcachex_torture_")
     os.makedirs(base_dir, exist_ok=True)
