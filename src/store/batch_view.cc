@@ -28,6 +28,9 @@ void CopyTensorCell(const LeafView& leaf, int64_t row, std::byte* dst) {
     }
     return;
   }
+  // An empty cell may come with null pointers (the data() of an empty vector,
+  // an absent zero-length buffer): memcpy must not see them, even for 0 bytes.
+  if (count == 0) return;
   std::memcpy(dst, leaf.data.values + begin * static_cast<int64_t>(leaf.storage_width),
               static_cast<size_t>(count) * leaf.storage_width);
 }

@@ -590,7 +590,8 @@ struct Store::Impl {
           if (f.batch != nullptr) {
             CopyTensorCell(f.batch->leaves[l], f.row, dst);
           } else if (f.hot >= 0) {
-            std::memcpy(dst, hot_rows[f.hot][l].bytes.data(), out->row_bytes);
+            // row_bytes may be 0 (empty tensors), with a null bytes.data().
+            if (out->row_bytes > 0) std::memcpy(dst, hot_rows[f.hot][l].bytes.data(), out->row_bytes);
           } else {
             std::memset(dst, 0, out->row_bytes);
           }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The C++ tests under sanitizers (clang):
+#   asan  every CTest test under AddressSanitizer + UndefinedBehaviorSanitizer
+#         (+ LeakSanitizer), build/asan
+#   tsan  the threaded store tests (background writer, concurrent readers and
+#         writers, StoreTest.*) under ThreadSanitizer, build/tsan
+#
+#   scripts/sanitize.sh            both
+#   scripts/sanitize.sh asan       one of them
+#   scripts/sanitize.sh tsan
+#
+# Any sanitizer report aborts the test process (no recovery), so a report is
+# a failed test. Environment: CXX (a clang++; default clang++, then
+# clang++-14..19), JOBS (parallel build and test jobs, default nproc),
+# TSAN_TESTS (CTest -R regex of the TSan run, default '^StoreTest\.').
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MODES=("$@")
+[[ ${#MODES[@]} -gt 0 ]] || MODES=(asan tsan)
+JOBS="${JOBS:-$(nproc)}"
+TSAN_TESTS="${TSAN_TESTS:-^StoreTest\.}"
+
+find_clang() {
+  if [[ -n "${CXX:-}" ]]; then echo "$CXX"; return; fi
+  for c in clang++ clang++-19 clang++-18 clang++-17 clang++-16 clang++-15 clang++-14; do
+    if command -v "$c" >/dev/null 2>&1; then echo "$c"; return; fi
+  done
+  echo "sanitize.sh: clang++ not found (apt-get install clang libclang-rt-dev, or set CXX)" >&2
+  exit 1
+}
+CLANGXX="$(find_clang)"
+CLANGC="${CLANGXX/clang++/clang}"
+GEN=()
+command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
+
+configure_and_build() {
+  local dir="$1" sanitize="$2"
+  cmake -S . -B "$dir" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_COMPILER="$CLANGXX" -DCMAKE_C_COMPILER="$CLANGC" \
+    -DTORCHCACHEX_SANITIZE="$sanitize" -DTORCHCACHEX_BUILD_PYTHON=OFF \
+    -DTORCHCACHEX_BUILD_TESTS=ON -DTORCHCACHEX_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build "$dir" --parallel "$JOBS"
+}
+
+status=0
+for mode in "${MODES[@]}"; do
+  case "$mode" in
+    asan)
+      echo "== ASan + UBSan: every C++ test (build/asan)"
+      configure_and_build build/asan "address,undefined"
+      ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1" \
+      UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+        ctest --test-dir build/asan --output-on-failure -j "$JOBS" || status=1
+      ;;
+    tsan)
+      echo "== TSan: threaded store tests '$TSAN_TESTS' (build/tsan)"
+      configure_and_build build/tsan "thread"
+      TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4" \
+        ctest --test-dir build/tsan --output-on-failure -j "$JOBS" -R "$TSAN_TESTS" || status=1
+      ;;
+    *) echo "sanitize.sh: unknown mode '$mode' (asan or tsan)" >&2; exit 2 ;;
+  esac
+done
+exit $status
