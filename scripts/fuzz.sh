@@ -72,12 +72,11 @@ find_clang() {
 
 if [[ $BUILD -eq 1 ]]; then
   CLANGXX="$(find_clang)"
-  CLANGC="${CLANGXX/clang++/clang}"
   GEN=()
   command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
   if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_COMPILER="$CLANGXX" -DCMAKE_C_COMPILER="$CLANGC" \
+      -DCMAKE_CXX_COMPILER="$CLANGXX" \
       -DTORCHCACHEX_BUILD_FUZZERS=ON -DTORCHCACHEX_BUILD_PYTHON=OFF \
       -DTORCHCACHEX_BUILD_TESTS=OFF -DTORCHCACHEX_BUILD_EXAMPLES=OFF >/dev/null
   fi

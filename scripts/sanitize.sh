@@ -3,7 +3,7 @@
 #   asan  every CTest test under AddressSanitizer + UndefinedBehaviorSanitizer
 #         (+ LeakSanitizer), build/asan
 #   tsan  the threaded store tests (background writer, concurrent readers and
-#         writers, StoreTest.*) under ThreadSanitizer, build/tsan
+#         writers, StoreTest.* and StoreThreadsTest.*) under ThreadSanitizer, build/tsan
 #
 #   scripts/sanitize.sh            both
 #   scripts/sanitize.sh asan       one of them
@@ -12,7 +12,7 @@
 # Any sanitizer report aborts the test process (no recovery), so a report is
 # a failed test. Environment: CXX (a clang++; default clang++, then
 # clang++-14..19), JOBS (parallel build and test jobs, default nproc),
-# TSAN_TESTS (CTest -R regex of the TSan run, default '^StoreTest\.').
+# TSAN_TESTS (CTest -R regex of the TSan run, default '^Store(Threads)?Test\.').
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +21,7 @@ cd "$ROOT"
 MODES=("$@")
 [[ ${#MODES[@]} -gt 0 ]] || MODES=(asan tsan)
 JOBS="${JOBS:-$(nproc)}"
-TSAN_TESTS="${TSAN_TESTS:-^StoreTest\.}"
+TSAN_TESTS="${TSAN_TESTS:-^Store(Threads)?Test\.}"
 
 find_clang() {
   if [[ -n "${CXX:-}" ]]; then echo "$CXX"; return; fi
@@ -32,14 +32,13 @@ find_clang() {
   exit 1
 }
 CLANGXX="$(find_clang)"
-CLANGC="${CLANGXX/clang++/clang}"
 GEN=()
 command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
 
 configure_and_build() {
   local dir="$1" sanitize="$2"
   cmake -S . -B "$dir" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_COMPILER="$CLANGXX" -DCMAKE_C_COMPILER="$CLANGC" \
+    -DCMAKE_CXX_COMPILER="$CLANGXX" \
     -DTORCHCACHEX_SANITIZE="$sanitize" -DTORCHCACHEX_BUILD_PYTHON=OFF \
     -DTORCHCACHEX_BUILD_TESTS=ON -DTORCHCACHEX_BUILD_EXAMPLES=OFF >/dev/null
   cmake --build "$dir" --parallel "$JOBS"
