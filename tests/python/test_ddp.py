@@ -127,3 +127,59 @@ def test_ddp_pattern3_single_writer_behaves_as_documented(tmp_path):
     assert rank0["found_at_end"] == len(computed_by[0])
     # Rank 1's own results never reached the disk: only rank 0's did.
     assert rank1["found_at_end"] == len(computed_by[0] | computed_by[1])
+
+
+# ------------------------------------------------------------- the API, in-process
+
+
+@pytest.mark.parametrize("writer_rank, current_rank, persist", [
+    (0, None, True),     # single process: writes
+    ("all", None, True),
+    (0, 0, True),        # Pattern 3: the writer rank
+    (0, 1, False),       # Pattern 3: another rank
+    (2, 2, True),
+    ("all", 0, True),
+    ("all", 7, True),
+])
+def test_writer_rank_decides_who_persists(tmp_path, writer_rank, current_rank, persist):
+    from torchcachex import ArrowIPCCacheBackend
+
+    with ArrowIPCCacheBackend(tmp_path / "c", "m_v1", writer_rank=writer_rank,
+                              current_rank=current_rank) as backend:
+        assert backend.persist is persist
+        assert backend.writer_rank == writer_rank
+
+
+@pytest.mark.parametrize("writer_rank, error", [
+    ("ALL", ValueError), ("0", ValueError), ("", ValueError), (-1, ValueError),
+    (1.0, TypeError), (True, TypeError), (None, TypeError),
+])
+def test_writer_rank_rejects_other_values(tmp_path, writer_rank, error):
+    from torchcachex import ArrowIPCCacheBackend
+
+    with pytest.raises(error, match="writer_rank"):
+        ArrowIPCCacheBackend(tmp_path / "c", "m_v1", writer_rank=writer_rank, current_rank=0)
+
+
+def test_all_writers_in_one_process_claim_distinct_ids_and_survive_pickling(tmp_path):
+    import pickle
+
+    import torch
+
+    from torchcachex import ArrowIPCCacheBackend
+
+    ranks = [ArrowIPCCacheBackend(tmp_path / "c", "m_v1", writer_rank="all", current_rank=r)
+             for r in range(3)]
+    for r, backend in enumerate(ranks):
+        backend.put_batch_outputs([10 * r, 10 * r + 1], torch.full((2, 3), float(r)))
+        backend.flush()
+    assert sorted(b.stats()["writer_id"] for b in ranks) == [0, 1, 2]
+    for backend in ranks:
+        backend.refresh()
+        assert len(backend) == 6
+    copy = pickle.loads(pickle.dumps(ranks[1]))
+    assert copy.writer_rank == "all" and copy.current_rank == 1 and copy.persist
+    assert len(copy) == 6
+    copy.close()
+    for backend in ranks:
+        backend.close()
