@@ -283,3 +283,27 @@ def test_backend_after_raw_fork(tmp_path, how):
     keys = _segment_keys(cache_dir)
     assert len(keys) == expected and set(keys.values()) == {1}  # nothing written twice
     assert "3" in keys and "4" in keys  # the parent's pending rows were written (once)
+
+
+def test_dataset_reads_and_writes_the_cache_in_spawned_workers(tmp_path):
+    """With ``spawn`` the backend pickles as its options; the worker opens its own store."""
+    cache_dir = tmp_path / "cache"
+    backend = ArrowIPCCacheBackend(cache_dir, MODULE_ID)
+    extractor = FrozenLinear()
+    half = list(range(N // 2))
+    backend.put_batch_outputs(half, extractor.reference(inputs_for(half)))
+    backend.flush()
+    loader = DataLoader(CachedFeatures(backend, write=True), batch_size=8, num_workers=1,
+                        multiprocessing_context="spawn")
+    hits, writer_ids = 0, set()
+    for batch in loader:
+        hits += int(batch["hit"].sum())
+        writer_ids.update(batch["writer_id"].tolist())
+        assert torch.equal(batch["features"], extractor.reference(inputs_for(batch["id"].tolist())))
+    assert hits == N // 2  # the flushed half came from the cache, the rest was computed
+    assert writer_ids == {-1, 1}  # reading claims nothing; writing claims an id the parent does not hold
+    backend.refresh()  # the worker flushed at exit
+    assert len(backend) == N and backend.stats()["writer_id"] == 0
+    keys = _segment_keys(cache_dir)
+    assert len(keys) == N and set(keys.values()) == {1}
+    backend.close()
