@@ -595,6 +595,14 @@ def _check_module_id(module_id: Any) -> str:
     if (not module_id or module_id in (".", "..") or "/" in module_id or "\\" in module_id
             or _CONTROL.search(module_id)):
         raise ValueError(f"{_MODULE_ID_HELP}; got {module_id!r}")
+    try:
+        size = len(module_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{_MODULE_ID_HELP}; got {module_id!r}, which is not valid Unicode "
+                         "(it contains a lone surrogate)") from None
+    if size > 255:  # NAME_MAX of every common file system
+        raise ValueError(f"{_MODULE_ID_HELP}; got a name of {size} bytes (UTF-8), but a directory "
+                         f"name holds at most 255: {module_id[:40]!r}...")
     return module_id
 
 
@@ -705,6 +713,14 @@ class ArrowIPCCacheBackend:
         if not isinstance(cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be a str or os.PathLike, got {type(cache_dir).__name__}")
         self.cache_dir = os.fspath(cache_dir)
+        if isinstance(self.cache_dir, bytes):
+            self.cache_dir = os.fsdecode(self.cache_dir)
+        if "\0" in self.cache_dir:  # the OS would cut the path there: the cache would land elsewhere
+            raise ValueError(f"cache_dir must not contain a NUL character, got {self.cache_dir!r}")
+        if not isinstance(allow_pickle, (bool, np.bool_)):
+            # bool("false") is True: a config string must not silently enable unpickling.
+            raise TypeError(f"allow_pickle must be a bool, got {type(allow_pickle).__name__} "
+                            f"{allow_pickle!r}")
         self.module_id = _check_module_id(module_id)
         self.lru_size = _positive_int("lru_size", lru_size, 0)
         self.flush_every = _positive_int("flush_every", flush_every, 1)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
+#include <string_view>
 
 #include "format/segment_layout.h"
 #include "torchcachex/errors.h"
@@ -22,6 +24,24 @@ std::optional<uint64_t> ChecksumFromFooter(const format::ParsedSegment& parsed, 
     throw CorruptFileError(path + ": malformed checksum '" + *text + "'");
   }
   return value;
+}
+
+// True if the file's leading schema message (covered by the checksum, unlike
+// the footer's copy of the schema) declares our schema metadata key. Flips in
+// the footer alone can then never make a file of ours look like one written by
+// another tool (which carries no checksum and would be trusted).
+bool SchemaMessageDeclaresOurs(std::span<const std::byte> file) {
+  constexpr size_t kStart = 8;  // "ARROW1\0\0"
+  if (file.size() < kStart + 8) return false;
+  uint32_t continuation = 0;
+  int32_t length = 0;
+  std::memcpy(&continuation, file.data() + kStart, 4);
+  std::memcpy(&length, file.data() + kStart + 4, 4);
+  if (continuation != 0xFFFFFFFFu || length <= 0) return false;
+  const size_t end = std::min(file.size(), kStart + 8 + static_cast<size_t>(length));
+  const std::string_view message(reinterpret_cast<const char*>(file.data()) + kStart + 8,
+                                 end - kStart - 8);
+  return message.find(format::kSchemaMetadataKey) != std::string_view::npos;
 }
 
 }  // namespace
@@ -95,7 +115,8 @@ void Segment::Load(const Schema& schema, bool validate_rows) {
   // A file that declares our schema metadata was written by torchcachex and
   // must carry both checksums: damage to the (unchecksummed) footer must not
   // be able to pass a damaged file off as one written by another tool.
-  const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr;
+  const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr ||
+                             SchemaMessageDeclaresOurs(mapped->bytes());
   std::optional<uint64_t> checksum = ChecksumFromFooter(parsed, format::kChecksumMetadataKey, path_);
   if (written_by_us && (!checksum || !format::FindMetadata(parsed.footer_metadata,
                                                            format::kKeysChecksumMetadataKey))) {

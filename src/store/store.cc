@@ -704,6 +704,10 @@ std::unique_ptr<Store> Store::Open(const std::string& cache_dir, const std::stri
                                    const Options& options) {
   ValidateModuleId(module_id);
   if (cache_dir.empty()) throw InvalidArgumentError("cache_dir must not be empty");
+  // The OS would cut the path at a NUL, so the cache would land elsewhere.
+  if (cache_dir.find('\0') != std::string::npos) {
+    throw InvalidArgumentError("cache_dir must not contain a NUL character");
+  }
   auto impl = std::make_unique<Impl>(options);
   impl->dir = StripTrailingSlashes(cache_dir) + "/" + module_id;
   impl->segments_dir = impl->dir + "/segments";

@@ -26,6 +26,14 @@ constexpr size_t kDirectWriteBytes = size_t{64} << 10;
   if (err == ENOSPC || err == EDQUOT) {
     message += " (free some space, then call flush() again: rows already flushed are intact and "
                "unflushed rows are kept in memory)";
+  } else if (err == EFBIG) {
+    message += " (a file size limit was hit (RLIMIT_FSIZE, `ulimit -f`, or the file system's "
+               "maximum): raise it or use a smaller flush_every, then call flush() again: rows "
+               "already flushed are intact and unflushed rows are kept in memory)";
+  } else if (err == ENOENT && (what == "cannot create" || what == "cannot create directory")) {
+    message += " (the cache directory no longer exists: was it removed while the cache was open? "
+               "Rows already served from memory stay readable; recreate the directory and call "
+               "flush() again, or open a new backend)";
   } else if (err == EROFS || err == EACCES || err == EPERM) {
     message += " (the cache directory is not writable: fix its permissions, choose another "
                "cache_dir, or open it on a non-writer rank to only read)";

@@ -1,0 +1,86 @@
+// Damage that hides a segment's checksums: flips in the (unchecksummed) footer
+// that rename the checksum keys and the footer's copy of the schema metadata key
+// must not make a file written by torchcachex pass for one written by another
+// tool (which carries no checksum and is trusted after structural validation).
+// Found by tools/crash_torture.py (seed 2175).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "torchcachex/errors.h"
+#include "torchcachex/store.h"
+
+namespace torchcachex {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
+  std::string tmpl = (fs::temp_directory_path() / "tcx_segment_damage_XXXXXX").string();
+  const std::string dir = ::mkdtemp(tmpl.data());
+  Schema schema;
+  schema.output_structure = "tensor";
+  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
+  std::vector<std::string> keys;
+  std::vector<std::string_view> views;
+  std::vector<float> values;
+  for (int k = 0; k < 8; ++k) {
+    keys.push_back("sample_" + std::to_string(k));
+    for (int j = 0; j < 4; ++j) values.push_back(static_cast<float>(k * 1000 + j));
+  }
+  for (const auto& key : keys) views.push_back(key);
+  LeafRows leaf;
+  leaf.is_dense = true;
+  leaf.base = reinterpret_cast<const std::byte*>(values.data());
+  leaf.row_bytes = leaf.row_stride = 4 * sizeof(float);
+  leaf.shape = {4};
+  {
+    auto store = Store::Open(dir, "m_v1", {});
+    store->EnsureSchema(schema);
+    store->Put(views, std::span(&leaf, 1));
+    store->Flush();
+  }
+  const std::string segment = dir + "/m_v1/segments/segment_0.arrow";
+  std::string bytes = ReadAll(segment);
+  // Rename the footer's keys: both checksums and the footer's schema copy.
+  for (const std::string name : {"torchcachex.xxh64", "torchcachex.keys_xxh64"}) {
+    size_t at = bytes.rfind(name);
+    ASSERT_NE(at, std::string::npos) << name;
+    bytes[at + name.size() - 3] ^= 0x01;
+  }
+  const std::string schema_key = "torchcachex.schema";
+  size_t footer_copy = bytes.rfind(schema_key);
+  ASSERT_NE(footer_copy, std::string::npos);
+  ASSERT_NE(bytes.find(schema_key), footer_copy);  // the schema message holds the other copy
+  bytes[footer_copy + 2] ^= 0x01;
+  // And damage a value: row 3 would be served wrong if the file were trusted.
+  float needle = 3001.0f;
+  size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&needle), 4));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] ^= 0x01;
+  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto store = Store::Open(dir, "m_v1", {});
+  GetResult result = store->GetBatch(views);
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(result.found[i]) << i;
+  auto warnings = store->TakeWarnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("lacks its checksums"), std::string::npos) << warnings[0];
+  EXPECT_EQ(store->GetStats().skipped_segments, 1u);
+  store.reset();
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace torchcachex
