@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -257,6 +258,8 @@ def test_backend_after_raw_fork(tmp_path, how):
     cache_dir = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", FORK_CHILD, TESTS_DIR, str(cache_dir), how],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, proc.kill)  # safety net against a hang; no assertion depends on it
+    watchdog.start()
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()
@@ -269,6 +272,7 @@ def test_backend_after_raw_fork(tmp_path, how):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
     assert report["writer_id"] == 0

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pyarrow.ipc as ipc
@@ -118,11 +119,16 @@ def test_two_parallel_kfold_jobs_share_one_directory(tmp_path):
     cache_dir = str(tmp_path / "cache")
     folds = [0, 1]
     jobs = [_spawn(cache_dir, fold) for fold in folds]
+    # A safety net against a hung job (the readline of a barrier would wait
+    # forever); never reached in a passing run, and no assertion depends on it.
+    watchdog = threading.Timer(600, lambda: [proc.kill() for proc in jobs])
+    watchdog.start()
     try:
         _barrier(jobs, "ready")
         _barrier(jobs, "epoch1-flushed")
         outputs = [proc.communicate(timeout=180) for proc in jobs]
     finally:
+        watchdog.cancel()
         for proc in jobs:
             if proc.poll() is None:
                 proc.kill()
