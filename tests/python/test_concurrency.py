@@ -7,6 +7,9 @@ is a pure function of its key), and once the writers have flushed, a refresh()
 makes every row visible to every process. The run is bounded by row counts (the
 readers stop once they have seen every row), never by sleeping.
 
+Crashes: writers SIGKILLed mid-stream while readers poll never expose a partial
+row or a damaged segment to the readers.
+
 Threads: get/put/flush/refresh/stats from several Python threads on one backend
 at once (the engine releases the GIL) are safe and lose nothing.
 """
@@ -306,3 +309,73 @@ def test_threads_each_with_their_own_backend_on_one_directory(tmp_path):
     assert sorted(w.stats()["writer_id"] for w in writers) == [0, 1]
     for backend in writers + [reader]:
         backend.close()
+
+
+KILLED_WRITER = ROWS + textwrap.dedent(
+    """
+    import sys
+    from torchcachex import ArrowIPCCacheBackend
+    cache_dir, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    backend = ArrowIPCCacheBackend(cache_dir, "conc_v1", flush_every=3, max_workers=1)
+    for start in range(0, n, 4):
+        keys = [f"{prefix}{i}" for i in range(start, min(n, start + 4))]
+        backend.put_batch({k: expected_row(k) for k in keys})
+        if (start // 4) % 2 == 1:
+            backend.flush()
+            print("acked", min(n, start + 4), flush=True)
+    backend.flush()
+    print("done", flush=True)
+    backend.close()
+    """
+)
+
+
+def test_readers_see_only_complete_rows_while_writers_are_killed(tmp_path):
+    """Writers are SIGKILLed mid-stream (right after an acknowledged flush, so the
+    kill lands in a later put or segment write) while two readers poll the same
+    directory: the readers never see a partial or wrong row nor a damaged segment,
+    and once a last writer completes, every row is visible to them."""
+    cache_dir = str(tmp_path / "cache")
+    n = 120
+    keys = [f"k{i}" for i in range(n)]
+    env = dict(os.environ)
+    readers = [
+        subprocess.Popen([sys.executable, "-c", READER, cache_dir, rank, json.dumps(keys)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for rank in ("none", "1")
+    ]
+    rng = random.Random(4)
+    acked = 0
+    try:
+        for attempt in range(3):  # two writers killed, then one that finishes
+            writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, cache_dir, "k", str(n)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            kill_after = rng.randint(1, 6) if attempt < 2 else None
+            seen = 0
+            for line in writer.stdout:
+                if line.startswith("acked"):
+                    acked = max(acked, int(line.split()[1]))
+                    seen += 1
+                    if seen == kill_after:
+                        writer.kill()
+                        break
+            writer.wait(timeout=120)
+            if attempt < 2:
+                assert writer.returncode == -9, writer.stderr.read()
+            else:
+                assert writer.returncode == 0, writer.stderr.read()
+        assert acked == n
+        outputs = [proc.communicate(timeout=180) + (proc.returncode,) for proc in readers]
+    finally:
+        for proc in readers:
+            if proc.poll() is None:
+                proc.kill()
+    for out, err, code in outputs:
+        assert code == 0, out + err
+        assert json.loads(out)["skipped"] == 0, out
+    with ArrowIPCCacheBackend(cache_dir, MODULE_ID) as backend:
+        results, missing = backend.get_batch(keys)
+        assert missing == [] and all(same_row(k, r) for k, r in zip(keys, results))
+        assert backend.stats()["skipped_segments"] == 0
+    names = os.listdir(os.path.join(cache_dir, MODULE_ID, "segments"))
+    assert not [name for name in names if name.endswith(".tmp")]  # the last writer cleaned up
