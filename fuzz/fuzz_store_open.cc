@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
@@ -96,6 +97,22 @@ std::optional<uint64_t> KeyColumnChecksum(const std::vector<BatchView>& batches)
   return keys.Digest();
 }
 
+// True if the file's leading schema message (the 8 bytes of continuation
+// marker and length after the magic, then the message) mentions `key`. The
+// store treats such a file as one of ours (it must carry both checksums)
+// even if the footer's copy of the schema was damaged.
+bool LeadingMessageMentions(std::span<const std::byte> file, std::string_view key) {
+  if (file.size() < 16) return false;
+  uint32_t continuation = 0;
+  int32_t length = 0;
+  std::memcpy(&continuation, file.data() + 8, 4);
+  std::memcpy(&length, file.data() + 12, 4);
+  if (continuation != 0xFFFFFFFFu || length <= 0) return false;
+  const size_t end = std::min<size_t>(file.size(), 16 + static_cast<size_t>(length));
+  const std::string_view message(reinterpret_cast<const char*>(file.data()) + 16, end - 16);
+  return message.find(key) != std::string_view::npos;
+}
+
 // Whether a store without schema.json recovers a schema from `file`, and
 // which (Segment::ReadSchema: a file that declares our schema metadata must
 // carry a matching whole-file checksum).
@@ -120,7 +137,8 @@ std::optional<Schema> ExpectRecoveredSchema(std::span<const std::byte> file) {
 
 // What a store with `schema` must serve from `file`, following the rules of
 // src/store/segment.h: the file must parse and match the schema; a file that
-// declares our schema metadata must carry both footer checksums; a key-column
+// declares our schema metadata (in the footer's schema or in the leading
+// schema message) must carry both footer checksums; a key-column
 // checksum must match (checked at open); a whole-file checksum that does not
 // match makes the segment damaged at its first use (nothing is served).
 struct Expected {
@@ -143,7 +161,8 @@ Expected Expect(std::span<const std::byte> file, const Schema& schema) {
   const std::optional<uint64_t> checksum = FooterChecksum(parsed, format::kChecksumMetadataKey, &malformed);
   const std::optional<uint64_t> keys_checksum = FooterChecksum(parsed, format::kKeysChecksumMetadataKey, &malformed);
   if (malformed) return e;
-  const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr;
+  const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr ||
+                             LeadingMessageMentions(file, format::kSchemaMetadataKey);
   if (written_by_us && (!checksum || !keys_checksum)) return e;
   if (keys_checksum && KeyColumnChecksum(*batches) != keys_checksum) return e;
   e.loads = true;
@@ -190,10 +209,14 @@ void OpenAndCheck(const std::string& module, std::span<const std::byte> file, bo
   // Every indexed key was looked up, so a damaged segment has been found,
   // reported and dropped from the index by now.
   const bool served_file = expected.loads && expected.intact;
-  FUZZ_CHECK(store->size() == (served_file ? expected.rows.size() : 0), "size() counts the file's keys");
+  const std::string state = " (loads " + std::to_string(expected.loads) + ", intact " +
+                            std::to_string(expected.intact) + ", rows " + std::to_string(expected.rows.size()) + ")";
+  FUZZ_CHECK(store->size() == (served_file ? expected.rows.size() : 0),
+             "size() counts the file's keys: " + std::to_string(store->size()) + state);
   const bool reported = !expected.loads || (!expected.intact && !expected.rows.empty());
   FUZZ_CHECK(store->GetStats().skipped_segments == (reported ? 1u : 0u),
-             "a segment that is not served is reported once");
+             "a segment that is not served is reported once: skipped " +
+                 std::to_string(store->GetStats().skipped_segments) + state);
   if (!schema) {
     FUZZ_CHECK(result.leaves.empty(), "no leaves without a schema");
     return;
