@@ -431,11 +431,11 @@ class CachedBatch:
 
     def samples(self, device: Device = "cpu") -> List[Any]:
         """One output per position (tensors without the batch dim), ``None`` for misses."""
+        device = torch.device(device)  # a bad device is an error even when all keys miss
         results: List[Any] = [None] * len(self.found)
         if self._layout is None or not self.found.any():
             return results
         layout = self._layout
-        device = torch.device(device)
         columns: Dict[str, Any] = {}
         for i, (name, kind) in enumerate(zip(layout.names, layout.kinds)):
             if kind == tree.TENSOR:

@@ -493,10 +493,12 @@ def _(ctx):
         ctx.backend("pk_v1").get_batch([0])
 
 
-@case("map_location_invalid", "`get_batch(keys, map_location=\"nonsense\")`", "`RuntimeError` from torch: expected a device type")
+@case("map_location_invalid", "`get_batch(keys, map_location=\"nonsense\")`", "`RuntimeError` from torch: expected a device type (also when every key misses)")
 def _(ctx):
     with pytest.raises(RuntimeError, match="device"):
         ctx.t.get_batch([0], map_location="nonsense")
+    with pytest.raises(RuntimeError, match="device"):
+        ctx.t.get_batch([100], map_location="nonsense")
 
 
 @case("map_location_cuda_without_gpu", "`map_location=\"cuda\"` on a machine without a GPU", "`RuntimeError` from torch (no accelerator); misses alone return `None` without touching CUDA")
