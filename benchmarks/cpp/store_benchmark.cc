@@ -22,6 +22,7 @@
 //   BM_Decode             format::ParseSegment of that file (in memory)   ns/segment, rows/s
 //   BM_SegmentOpen        Segment::Open: mmap + parse + validate a
 //                         2048-row segment file (page cache warm)        ns/segment
+//   BM_OpenStore          Store::Open of a flushed 1M-entry cache          ms, ns/entry
 //   BM_Put                Store::Put of 1024 new rows, async writer,
 //                         default options (segment files written on the
 //                         writer thread, fsync included)                 ns/row
@@ -368,6 +369,27 @@ void BM_SegmentOpen(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(BM_SegmentOpen)->ArgNames({"rows", "row_bytes"})->Args({2048, 16})->Args({2048, 2048});
+
+// -------------------------------------------------------------------- open
+
+// Args: entries. Store::Open of a flushed cache of `entries` 16-byte rows
+// (2048-row segments, page cache warm): lists, maps and validates every
+// segment, verifies the key checksums and rebuilds the index.
+void BM_OpenStore(benchmark::State& state) {
+  const int64_t entries = state.range(0);
+  PersistedStore(entries, 16);  // builds it once
+  const std::string module_id = "bench_" + Decimal(entries) + "_16";
+  for (auto _ : state) {
+    auto store = Store::Open(ScratchDir::Path(), module_id, Options{});
+    benchmark::DoNotOptimize(store->size());
+    state.PauseTiming();
+    store.reset();
+    state.ResumeTiming();
+  }
+  state.counters["ns_per_entry"] = benchmark::Counter(
+      static_cast<double>(entries), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_OpenStore)->ArgNames({"entries"})->Arg(1'000'000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // --------------------------------------------------------------------- put
 

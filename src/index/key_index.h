@@ -8,6 +8,7 @@
 // Not thread-safe: the store guards it with its own lock.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -37,6 +38,28 @@ class KeyIndex {
   // The location of `key`, or nullopt.
   std::optional<RowLocation> Find(uint64_t hash, std::string_view key, const KeyAt& key_at) const;
 
+  // Batched lookups (software pipelining, see Store's Lookup): hints the CPU
+  // to fetch the home slot of `hash` now, so that a later Find of it does not
+  // stall on a cache miss.
+  void PrefetchHome(uint64_t hash) const {
+    if (slots_.empty()) return;
+    __builtin_prefetch(&slots_[HomeOf(TagOf(hash), CapacityBits(slots_.size()))]);
+  }
+
+  // The location of the first slot whose tag matches `hash` (unverified: the
+  // key may differ), or nullopt. Only a hint for prefetching the key column;
+  // Find is the authoritative lookup.
+  std::optional<RowLocation> Candidate(uint64_t hash) const {
+    if (slots_.empty()) return std::nullopt;
+    const size_t mask = slots_.size() - 1;
+    const uint32_t tag = TagOf(hash);
+    for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.segment == kEmpty) return std::nullopt;
+      if (slot.tag == tag) return RowLocation{slot.segment, slot.row};
+    }
+  }
+
   // Removes every entry whose segment is `segment` (used when a segment is
   // dropped). O(capacity).
   void EraseSegment(uint32_t segment);
@@ -54,6 +77,16 @@ class KeyIndex {
     uint32_t row;
   };
   static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+  // tag  = high 32 bits XOR low 32 bits of the hash;
+  // home = top log2(capacity) bits of (tag * 0x9E3779B9) (Fibonacci hashing).
+  static uint32_t TagOf(uint64_t hash) {
+    return static_cast<uint32_t>(hash >> 32) ^ static_cast<uint32_t>(hash);
+  }
+  static size_t HomeOf(uint32_t tag, int bits) {
+    uint32_t mixed = tag * 0x9E3779B9u;
+    return static_cast<size_t>(static_cast<uint64_t>(mixed) >> (32 - bits));
+  }
+  static int CapacityBits(size_t capacity) { return std::countr_zero(capacity); }
   void Grow(size_t min_capacity);
   std::vector<Slot> slots_;  // capacity is a power of two (or 0)
   size_t size_ = 0;

@@ -65,6 +65,21 @@ class Segment {
   }
   const std::vector<BatchView>& batches() const { return batches_; }
 
+  // Prefetch hints for batched lookups (require mapped(); no effect on
+  // segments of several record batches). Stage 1 fetches the key offsets of
+  // `row`; stage 2 (once they are cached) its key bytes. Neither touches the
+  // clock bit.
+  void PrefetchKeyOffsets(int64_t row) const {
+    if (batches_.size() != 1) return;
+    const format::ColumnView& key = batches_[0].key;
+    __builtin_prefetch(key.offsets + row * (key.large_offsets ? 8 : 4));
+  }
+  void PrefetchKey(int64_t row) const {
+    if (batches_.size() != 1 || row >= batches_[0].num_rows) return;
+    const format::ColumnView& key = batches_[0].key;
+    __builtin_prefetch(key.values + key.Offset(row));
+  }
+
   // Verifies the checksum the first time it is called (thread-safe; requires
   // mapped() on that first call). Returns false if the file is damaged, with
   // the reason in *problem. Files without a checksum (written by other tools)

@@ -112,6 +112,9 @@ struct Store::Impl {
     int64_t row;
   };
   // Where a looked-up key's row is.
+  static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
+  static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
+
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
     int64_t row = 0;
@@ -228,14 +231,26 @@ struct Store::Impl {
 
   // Points the index at every complete row of the mapped segment in `slot`
   // (later rows replace earlier copies of a key). mu held exclusively.
+  //
+  // Inserting is a random access into a table of up to hundreds of MB per row
+  // (a cache and TLB miss each), so the hashes of the batch are computed first
+  // and the home slot of row i + D is prefetched while row i is inserted:
+  // opening a cache of 10M entries and publishing a segment into it are bound
+  // by memory latency, and this overlaps the misses.
   void IndexRows(uint32_t slot) {
     KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
+    constexpr int64_t kDistance = 16;
     int64_t row = 0;
+    std::vector<uint64_t> hashes;
     for (const BatchView& batch : segments[slot]->batches()) {
-      for (int64_t local = 0; local < batch.num_rows; ++local, ++row) {
+      const int64_t n = batch.num_rows;
+      hashes.resize(static_cast<size_t>(n));
+      for (int64_t local = 0; local < n; ++local) hashes[local] = HashKey(KeyAt(batch, local));
+      for (int64_t local = 0; local < std::min(n, kDistance); ++local) index.PrefetchHome(hashes[local]);
+      for (int64_t local = 0; local < n; ++local, ++row) {
+        if (local + kDistance < n) index.PrefetchHome(hashes[local + kDistance]);
         if (!RowIsComplete(batch, local)) continue;
-        std::string_view key = KeyAt(batch, local);
-        index.Upsert(HashKey(key), key, RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
+        index.Upsert(hashes[local], KeyAt(batch, local), RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
       }
     }
   }
@@ -474,6 +489,12 @@ struct Store::Impl {
   // NeedsMapping is thrown if a needed segment is unmapped). Rows of damaged
   // segments are reported once and treated as missing.
   Found Find(std::string_view key, std::vector<HotCache::Row>* hot_rows, bool exclusive) {
+    return Find(key, index.size() > 0 ? HashKey(key) : 0, hot_rows, KeyAtFn(exclusive));
+  }
+
+  // Find with the key's hash computed (only used when the index is not empty).
+  Found Find(std::string_view key, uint64_t hash, std::vector<HotCache::Row>* hot_rows,
+             const KeyIndex::KeyAt& key_at) {
     Found found;
     if (!pending.empty()) {
       auto it = pending.find(key);
@@ -484,7 +505,7 @@ struct Store::Impl {
       }
     }
     if (index.size() > 0) {
-      if (auto loc = index.Find(HashKey(key), key, KeyAtFn(exclusive))) {
+      if (auto loc = index.Find(hash, key, key_at)) {
         const Segment& segment = *segments[loc->segment];
         std::string problem;
         if (segment.VerifyOnce(&problem)) {
@@ -546,9 +567,48 @@ struct Store::Impl {
     result.found.assign(n, 0);
     std::vector<Found> found(n);
     std::vector<HotCache::Row> hot_rows;
-    for (size_t i = 0; i < n; ++i) {
-      found[i] = Find(keys[i], &hot_rows, exclusive);
-      result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
+    const KeyIndex::KeyAt key_at = KeyAtFn(exclusive);
+    if (index.size() < kPipelineMinEntries) {  // small: everything is in cache anyway
+      for (size_t i = 0; i < n; ++i) {
+        found[i] = Find(keys[i], index.size() > 0 ? HashKey(keys[i]) : 0, &hot_rows, key_at);
+        result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
+      }
+    } else {
+      // Software pipeline over the batch: a random lookup is a chain of
+      // dependent cache misses (index slot -> key offsets -> key bytes), so
+      // key i + 3D has its slot prefetched, key i + 2D its key offsets and key
+      // i + D its key bytes while key i is looked up: the misses of
+      // different keys overlap instead of adding up.
+      constexpr size_t kDistance = 8;
+      std::vector<uint64_t> hashes(n);
+      std::vector<RowLocation> candidates(n, RowLocation{kNoSegment, 0});
+      auto prefetchable = [&](const RowLocation& loc) -> const Segment* {
+        if (loc.segment == kNoSegment || loc.segment >= segments.size()) return nullptr;
+        const Segment* segment = segments[loc.segment].get();
+        return segment != nullptr && segment->mapped() ? segment : nullptr;
+      };
+      for (size_t i = 0; i < n + 3 * kDistance; ++i) {
+        if (i < n) {
+          hashes[i] = HashKey(keys[i]);
+          index.PrefetchHome(hashes[i]);
+        }
+        if (i >= kDistance && i - kDistance < n) {
+          const size_t j = i - kDistance;
+          if (auto candidate = index.Candidate(hashes[j])) {
+            candidates[j] = *candidate;
+            if (const Segment* segment = prefetchable(*candidate)) segment->PrefetchKeyOffsets(candidate->row);
+          }
+        }
+        if (i >= 2 * kDistance && i - 2 * kDistance < n) {
+          const size_t j = i - 2 * kDistance;
+          if (const Segment* segment = prefetchable(candidates[j])) segment->PrefetchKey(candidates[j].row);
+        }
+        if (i >= 3 * kDistance) {
+          const size_t j = i - 3 * kDistance;
+          found[j] = Find(keys[j], hashes[j], &hot_rows, key_at);
+          result.found[j] = (found[j].batch != nullptr || found[j].hot >= 0) ? 1 : 0;
+        }
+      }
     }
     if (!schema) return result;
     result.leaves.resize(schema->leaves.size());
@@ -584,7 +644,28 @@ struct Store::Impl {
         out->shape = shape;
         out->row_bytes = static_cast<size_t>(NumElements(shape)) * ElementSize(spec.dtype);
         out->dense.reset(new std::byte[std::max<size_t>(1, n * out->row_bytes)]);
+        // Prefetch ahead, as in Lookup: the data offsets of row i + 2D, then
+        // the first bytes of row i + D, while row i is copied.
+        constexpr size_t kDistance = 8;
+        auto prefetch_offsets = [&](size_t i) {
+          const Found& f = found[i];
+          if (f.batch == nullptr) return;
+          const format::ColumnView& data = f.batch->leaves[l].data;
+          __builtin_prefetch(data.offsets + f.row * (data.large_offsets ? 8 : 4));
+        };
+        auto prefetch_data = [&](size_t i) {
+          const Found& f = found[i];
+          if (f.batch == nullptr || f.batch->leaves[l].storage_width == 0) return;
+          const LeafView& leaf = f.batch->leaves[l];
+          const std::byte* p = leaf.data.values + leaf.data.Offset(f.row) * static_cast<int64_t>(leaf.storage_width);
+          __builtin_prefetch(p);
+          if (out->row_bytes > 64) __builtin_prefetch(p + 64);
+        };
+        for (size_t i = 0; i < std::min(n, 2 * kDistance); ++i) prefetch_offsets(i);
+        for (size_t i = 0; i < std::min(n, kDistance); ++i) prefetch_data(i);
         for (size_t i = 0; i < n; ++i) {
+          if (i + 2 * kDistance < n) prefetch_offsets(i + 2 * kDistance);
+          if (i + kDistance < n) prefetch_data(i + kDistance);
           std::byte* dst = out->dense.get() + i * out->row_bytes;
           const Found& f = found[i];
           if (f.batch != nullptr) {
