@@ -9,6 +9,7 @@
 
 #include "format/schema_json.h"
 
+#include <cmath>
 #include <optional>
 #include <set>
 #include <string>
@@ -128,8 +129,9 @@ const std::string& StringMember(const json::Value& object, std::string_view key,
 Schema DecodeTorchcachex(const json::Value& root, const json::Value& ours) {
   if (!ours.is_object()) Corrupt("\"torchcachex\" is not an object");
   const json::Value& version = Member(ours, "format_version", "torchcachex");
-  if (!version.is_number() || version.as_number() < 1 ||
-      version.as_number() != static_cast<double>(static_cast<int64_t>(version.as_number()))) {
+  // No cast to an integer type here: a huge version would overflow it (UB).
+  if (!version.is_number() || !(version.as_number() >= 1) ||
+      version.as_number() != std::floor(version.as_number())) {
     Corrupt("torchcachex.format_version is not a positive integer");
   }
   if (version.as_number() > kFormatVersion) {

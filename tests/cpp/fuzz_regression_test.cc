@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "format/schema_json.h"
 #include "store/batch_view.h"
+#include "torchcachex/errors.h"
 #include "torchcachex/store.h"
 
 namespace torchcachex {
@@ -116,6 +118,34 @@ TEST(FuzzRegressionTest, CopyTensorCellOfAnEmptyCellTouchesNothing) {
   leaf.storage_width = 4;
   EXPECT_EQ(CellTensorBytes(leaf, 0, 4), 0u);
   CopyTensorCell(leaf, 0, nullptr);  // nothing to copy: neither pointer is used
+}
+
+// fuzz_schema_json, UBSan: "5.32578e+57 is outside the range of
+// representable values of type 'long'". format_version was checked for being
+// an integer by casting the double to int64_t, which is undefined for values
+// out of range. A huge version is now "newer than this torchcachex
+// understands", and fractions, zero and negatives are still rejected.
+TEST(FuzzRegressionTest, HugeFormatVersionIsRejectedWithoutOverflow) {
+  auto decode = [](const std::string& version) {
+    return format::DecodeSchemaJson(R"({"torchcachex": {"format_version": )" + version +
+                                    R"(, "leaves": [{"name": "", "kind": "tensor", "dtype": "torch.float32"}]},)"
+                                    R"( "output_structure": "tensor"})");
+  };
+  for (const char* version : {"5325777777777777777777777777777777777777777777777777777775", "1e300",
+                              "9223372036854775808", "-9223372036854775809"}) {
+    try {
+      decode(version);
+      ADD_FAILURE() << "format_version " << version << " was accepted";
+    } catch (const CorruptFileError& e) {
+      if (std::string(version)[0] != '-') {
+        EXPECT_NE(std::string(e.what()).find("newer"), std::string::npos) << version << ": " << e.what();
+      }
+    }
+  }
+  for (const char* version : {"0", "-1", "1.5", "0.999", "1e400"}) {
+    EXPECT_THROW(decode(version), CorruptFileError) << version;
+  }
+  EXPECT_EQ(decode("1").leaves.size(), 1u);
 }
 
 }  // namespace
