@@ -123,18 +123,16 @@ run_target() {
   local args=(-print_final_stats=1 -artifact_prefix="$art/" -timeout=25 -rss_limit_mb=2048)
   if [[ -n "$RUNS" ]]; then args+=(-runs=$(((RUNS + JOBS - 1) / JOBS))); else args+=(-max_total_time="$TIME"); fi
   [[ -f "fuzz/$t.dict" ]] && args+=(-dict="$ROOT/fuzz/$t.dict")
-  local rc=0 pids=() j log
+  local rc=0 pids=() logfiles=() j log
   for ((j = 0; j < JOBS; j++)); do
     log="$logs/$t.log"; [[ $JOBS -gt 1 ]] && log="$logs/$t.$j.log"
+    logfiles+=("$log")
     nice -n "$NICE" "$bin" "${args[@]}" "$work" "$ROOT/fuzz/corpus/$t" >"$log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=$?; done
   local execs=0 rate=0 e r
-  for log in "$logs/$t".log "$logs/$t".[0-9]*.log; do
-    [[ -f "$log" ]] || continue
-    [[ $JOBS -gt 1 && "$log" == "$logs/$t.log" ]] && continue
-    [[ $JOBS -eq 1 && "$log" != "$logs/$t.log" ]] && continue
+  for log in "${logfiles[@]}"; do
     e=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     r=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     execs=$((execs + ${e:-0})); rate=$((rate + ${r:-0}))
@@ -143,9 +141,9 @@ run_target() {
     printf '%-22s ok     executions %-10s exec/s %-7s processes %s corpus %s files\n' "$t" "$execs" "$rate" \
       "$JOBS" "$(ls "$work" | wc -l)"
   else
-    printf '%-22s FAILED (exit %d) after %s executions; reproducer in %s; logs %s/%s*.log\n' "$t" "$rc" "$execs" \
-      "$art" "$logs" "$t"
-    grep -h -m5 -E 'ERROR|FUZZ_CHECK|runtime error|SUMMARY' "$logs/$t"*.log || true
+    printf '%-22s FAILED (exit %d) after %s executions; reproducer in %s; logs %s\n' "$t" "$rc" "$execs" \
+      "$art" "${logfiles[*]}"
+    grep -h -m5 -E 'ERROR|FUZZ_CHECK|runtime error|SUMMARY' "${logfiles[@]}" || true
   fi
   return $rc
 }
