@@ -16,7 +16,8 @@
 #                    RelWithDebInfo; Debug compiles about 4x faster and runs
 #                    about 2-3x slower: what a short CI run wants)
 #   --no-build       use the binaries already in the build directory
-#   --make-corpus    (re)write the seed corpus fuzz/corpus/ and exit
+#   --make-corpus    (re)write the seed corpus fuzz/corpus/ (keeping the
+#                    regression_* inputs) and exit
 #   --fresh          forget the corpus grown by earlier runs (start from the seeds)
 #   --parallel       run the targets two at a time
 #   --jobs J         run J fuzzing processes per target, sharing its corpus
@@ -93,7 +94,10 @@ if [[ $BUILD -eq 1 ]]; then
 fi
 
 if [[ $MAKE_CORPUS -eq 1 ]]; then
-  for t in "${TARGETS_ALL[@]}"; do rm -rf "fuzz/corpus/$t"; done
+  # Regression inputs (regression_*) are kept; everything else is rewritten.
+  for t in "${TARGETS_ALL[@]}"; do
+    [[ -d "fuzz/corpus/$t" ]] && find "fuzz/corpus/$t" -type f ! -name 'regression_*' -delete
+  done
   "$BUILD_DIR/fuzz_make_corpus" fuzz/corpus
   # Arrow files written by pyarrow (tests/cpp/data): other writers' layouts
   # (several batches, validity bitmaps, large offsets, compression, dictionaries).
