@@ -12,33 +12,17 @@
 
 #include "format/schema_json.h"
 #include "store/batch_view.h"
+#include "test_support.h"
 #include "torchcachex/errors.h"
 #include "torchcachex/store.h"
 
 namespace torchcachex {
 namespace {
 
+using testing::FloatSchema;
+using testing::TempDir;
+
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tcx_fuzz_regression_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-Schema FloatSchema() {
-  Schema schema;
-  schema.output_structure = "tensor";
-  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
-  return schema;
-}
 
 // Ragged rows: key i has shape shapes[i], filled with i + 0.5.
 struct RaggedRows {

@@ -12,32 +12,16 @@
 #include <random>
 #include <thread>
 
+#include "test_support.h"
 #include "torchcachex/errors.h"
 
 namespace torchcachex {
 namespace {
 
+using testing::FloatSchema;
+using testing::TempDir;
+
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tcx_store_test_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-Schema FloatSchema() {
-  Schema schema;
-  schema.output_structure = "tensor";
-  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
-  return schema;
-}
 
 // Rows of `dim` floats; row i of key k holds k*1000 + j.
 struct FloatRows {
@@ -384,6 +368,21 @@ TEST(StoreTest, ConcurrentReadersAndWritersSeeOnlyCompleteRows) {
 namespace torchcachex {
 namespace {
 
+// Flips the lowest bit of the byte `delta` bytes into the first occurrence of
+// `needle` in file `path` (simulated bit rot). False if `needle` is absent.
+bool FlipBitIn(const std::string& path, std::string_view needle, size_t delta) {
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  size_t at = bytes.find(needle);
+  if (at == std::string::npos) return false;
+  bytes[at + delta] ^= 0x01;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  return true;
+}
+
 TEST(StoreTest, ManySegmentsAreServedWithBoundedMemoryMaps) {
   TempDir tmp;
   Options options;
@@ -418,16 +417,8 @@ TEST(StoreTest, FlippedBytesAreDetectedByTheChecksumAndNeverServed) {
   }
   std::string segment = tmp.path() + "/features_v1/segments/segment_0.arrow";
   // Flip one bit inside the float values of row 3 (found by its byte pattern).
-  std::string bytes;
-  {
-    std::ifstream in(segment, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
   float needle = 3005.0f;
-  size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&needle), 4));
-  ASSERT_NE(at, std::string::npos);
-  bytes[at] ^= 0x01;
-  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+  ASSERT_TRUE(FlipBitIn(segment, std::string_view(reinterpret_cast<const char*>(&needle), 4), 0));
 
   auto store = Store::Open(tmp.path(), "features_v1", {});
   GetResult result = store->GetBatch(rows.views);
@@ -449,16 +440,8 @@ TEST(StoreTest, ADamagedKeyIsDetectedWhenTheSegmentIsOpened) {
     store->Flush();
   }
   std::string segment = tmp.path() + "/features_v1/segments/segment_0.arrow";
-  std::string bytes;
-  {
-    std::ifstream in(segment, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  const std::string key = std::string(rows.views[5]);
-  size_t at = bytes.find(key);
-  ASSERT_NE(at, std::string::npos);
-  bytes[at + key.size() - 1] ^= 0x01;
-  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+  const std::string_view key = rows.views[5];
+  ASSERT_TRUE(FlipBitIn(segment, key, key.size() - 1));
 
   auto store = Store::Open(tmp.path(), "features_v1", {});
   auto warnings = store->TakeWarnings();
@@ -479,16 +462,8 @@ TEST(StoreTest, AnIntactOlderCopyIsServedWhenTheNewestCopyIsDamaged) {
     store->Flush();  // segment_1: the same rows again, newest
   }
   std::string segment = tmp.path() + "/features_v1/segments/segment_1.arrow";
-  std::string bytes;
-  {
-    std::ifstream in(segment, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
   float needle = 3005.0f;
-  size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&needle), 4));
-  ASSERT_NE(at, std::string::npos);
-  bytes[at] ^= 0x01;
-  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+  ASSERT_TRUE(FlipBitIn(segment, std::string_view(reinterpret_cast<const char*>(&needle), 4), 0));
 
   auto store = Store::Open(tmp.path(), "features_v1", {});
   GetResult result = store->GetBatch(rows.views);

@@ -16,35 +16,19 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.h"
 #include "torchcachex/errors.h"
 #include "torchcachex/store.h"
 
 namespace torchcachex {
 namespace {
 
+using testing::FloatSchema;
+using testing::TempDir;
+
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tcx_threads_test_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 constexpr int kDim = 8;
-
-Schema FloatSchema() {
-  Schema schema;
-  schema.output_structure = "tensor";
-  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
-  return schema;
-}
 
 std::string KeyOf(int writer, int i) { return "w" + std::to_string(writer) + "_" + std::to_string(i); }
 float ValueOf(int writer, int i, int j) { return static_cast<float>(writer * 1000000 + i * 16 + j); }
