@@ -94,9 +94,10 @@ class Keys:
         """
         if isinstance(self.values, np.ndarray):
             sub = self.values[positions]
-            _, first_idx, inverse = np.unique(sub, return_index=True, return_inverse=True)
-            if len(first_idx) == len(sub):
+            ordered = np.sort(sub)  # cheaper than np.unique for the common distinct case
+            if not (ordered[1:] == ordered[:-1]).any():
                 return positions, None
+            _, first_idx, inverse = np.unique(sub, return_index=True, return_inverse=True)
             order = np.argsort(first_idx, kind="stable")
             rank = np.empty_like(order)
             rank[order] = np.arange(len(order))
