@@ -103,23 +103,7 @@ inline std::optional<std::vector<BatchView>> SegmentBatches(const format::Parsed
   FUZZ_CHECK(columns.size() == schema.leaves.size(), "one LeafColumns per leaf");
   std::vector<BatchView> batches;
   for (const format::RecordBatchView& record_batch : parsed.batches) {
-    BatchView view;
-    view.num_rows = record_batch.num_rows;
-    view.key = record_batch.columns[key_column];
-    for (size_t l = 0; l < schema.leaves.size(); ++l) {
-      const LeafSpec& spec = schema.leaves[l];
-      LeafView leaf;
-      if (spec.kind == LeafKind::kTensor) {
-        leaf.data = record_batch.columns[columns[l].data];
-        leaf.shape = record_batch.columns[columns[l].shape];
-        leaf.storage_width = PrimitiveByteWidth(parsed.fields[columns[l].data].type.element);
-        leaf.storage_per_element = StorageElementsPerElement(spec.dtype);
-      } else {
-        leaf.data = record_batch.columns[columns[l].blob];
-        leaf.storage_width = 1;
-      }
-      view.leaves.push_back(leaf);
-    }
+    BatchView view = ArrangeBatch(record_batch, parsed.fields, key_column, columns, schema);
     if (ValidateBatch(view, schema)) return std::nullopt;
     batches.push_back(std::move(view));
   }

@@ -4,6 +4,29 @@
 
 namespace torchcachex {
 
+BatchView ArrangeBatch(const format::RecordBatchView& record_batch,
+                       const std::vector<format::Field>& fields, int key_column,
+                       const std::vector<format::LeafColumns>& columns, const Schema& schema) {
+  BatchView view;
+  view.num_rows = record_batch.num_rows;
+  view.key = record_batch.columns[key_column];
+  for (size_t l = 0; l < schema.leaves.size(); ++l) {
+    const LeafSpec& spec = schema.leaves[l];
+    LeafView leaf;
+    if (spec.kind == LeafKind::kTensor) {
+      leaf.data = record_batch.columns[columns[l].data];
+      leaf.shape = record_batch.columns[columns[l].shape];
+      leaf.storage_width = PrimitiveByteWidth(fields[columns[l].data].type.element);
+      leaf.storage_per_element = StorageElementsPerElement(spec.dtype);
+    } else {
+      leaf.data = record_batch.columns[columns[l].blob];
+      leaf.storage_width = 1;
+    }
+    view.leaves.push_back(leaf);
+  }
+  return view;
+}
+
 std::vector<int64_t> CellShape(const LeafView& leaf, int64_t row) {
   size_t rank = CellRank(leaf, row);
   std::vector<int64_t> shape(rank);

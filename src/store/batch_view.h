@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "format/ipc_reader.h"
+#include "format/segment_layout.h"
 #include "torchcachex/schema.h"
 
 namespace torchcachex {
@@ -31,6 +32,13 @@ struct BatchView {
   format::ColumnView key;
   std::vector<LeafView> leaves;  // in schema leaf order
 };
+
+// Arranges one record batch of a segment file as a BatchView of `schema`,
+// from the columns MatchColumns located among `fields`. Only arranges: the
+// rows are checked by ValidateBatch.
+BatchView ArrangeBatch(const format::RecordBatchView& record_batch,
+                       const std::vector<format::Field>& fields, int key_column,
+                       const std::vector<format::LeafColumns>& columns, const Schema& schema);
 
 // The key of `row` (UTF-8 bytes).
 inline std::string_view KeyAt(const BatchView& batch, int64_t row) {

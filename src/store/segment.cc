@@ -83,23 +83,7 @@ void Segment::Load(const Schema& schema, bool validate_rows) {
   std::vector<int64_t> starts;
   int64_t start = 0;
   for (const format::RecordBatchView& record_batch : parsed.batches) {
-    BatchView view;
-    view.num_rows = record_batch.num_rows;
-    view.key = record_batch.columns[key_column];
-    for (size_t l = 0; l < schema.leaves.size(); ++l) {
-      const LeafSpec& spec = schema.leaves[l];
-      LeafView leaf;
-      if (spec.kind == LeafKind::kTensor) {
-        leaf.data = record_batch.columns[columns[l].data];
-        leaf.shape = record_batch.columns[columns[l].shape];
-        leaf.storage_width = PrimitiveByteWidth(parsed.fields[columns[l].data].type.element);
-        leaf.storage_per_element = StorageElementsPerElement(spec.dtype);
-      } else {
-        leaf.data = record_batch.columns[columns[l].blob];
-        leaf.storage_width = 1;
-      }
-      view.leaves.push_back(leaf);
-    }
+    BatchView view = ArrangeBatch(record_batch, parsed.fields, key_column, columns, schema);
     if (validate_rows) {
       if (auto error = ValidateBatch(view, schema)) throw CorruptFileError(path_ + ": " + *error);
     }
