@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from torchcachex import ArrowIPCCacheBackend, CacheModuleDecorator
+from workloads import sequential_write  # benchmarks/: the suite's physical write baseline
 
 MB = 1e6
 
@@ -213,24 +214,6 @@ def bench_writes(bench_dir: Path, feats: torch.Tensor, batch_size: int, runs: in
         "disk_mb_per_s": summarize(disk_rates),
         "ratio_put_over_disk": summarize([p / d for p, d in zip(put_rates, disk_rates)]),
     }
-
-
-def sequential_write(bench_dir: Path, nbytes: int, chunk: int = 8 << 20) -> float:
-    """Seconds to write ``nbytes`` to a new file and fsync it (the physical baseline)."""
-    block = os.urandom(min(chunk, nbytes))
-    path = bench_dir / "sequential_write.bin"
-    start = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        left = nbytes
-        while left > 0:
-            left -= os.write(fd, block[:left] if left < len(block) else block)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    elapsed = time.perf_counter() - start
-    path.unlink()
-    return elapsed
 
 
 # ----------------------------------------------------------------------------- main
