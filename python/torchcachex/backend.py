@@ -329,6 +329,9 @@ class _Layout:
     dtypes: Tuple[Optional[torch.dtype], ...]
     output_structure: str
     spec: tree.Spec
+    # The dtype of the only leaf when the output is that one tensor itself
+    # (the common case), else None: lookup_fast returns such batches as one tensor.
+    single_tensor_dtype: Optional[torch.dtype] = None
 
     @classmethod
     def from_schema(cls, schema: Mapping[str, Any]) -> "_Layout":
@@ -338,7 +341,11 @@ class _Layout:
             kinds.append(kind)
             dtypes.append(_dtype_from_name(dtype) if kind == tree.TENSOR else None)
         spec = tree.spec_from_schema(schema["output_structure"], names, schema.get("structure") or "")
-        return cls(tuple(names), tuple(kinds), tuple(dtypes), schema["output_structure"], spec)
+        single = None
+        if len(names) == 1 and kinds[0] == tree.TENSOR and spec.get("t") == "leaf" \
+                and schema["output_structure"] == tree.TENSOR:
+            single = dtypes[0]
+        return cls(tuple(names), tuple(kinds), tuple(dtypes), schema["output_structure"], spec, single)
 
 
 def _describe_structure(output_structure: str, spec: tree.Spec) -> str:
@@ -879,6 +886,25 @@ class ArrowIPCCacheBackend:
         self._emit_warnings()
         return CachedBatch(self, self._layout if leaves else None, np.asarray(found, dtype=bool), leaves)
 
+    def lookup_fast(self, keys: Any) -> Union[torch.Tensor, CachedBatch]:
+        """:meth:`lookup_batch` with the all-hit fast path of :class:`CacheModuleDecorator`:
+        when every key is found and the cached output is one tensor, returns that
+        ``(B, *shape)`` CPU tensor directly (zero-copy from the engine's buffer);
+        otherwise the :class:`CachedBatch` that :meth:`lookup_batch` returns."""
+        keys = normalize_keys(keys)
+        hit, first, second = self._store.get_batch_fast(keys.values)
+        layout = self._layout
+        if layout is None and (hit or second):
+            layout = self._load_layout()
+        self._emit_warnings()
+        if not hit:
+            return CachedBatch(self, layout if second else None, np.asarray(first, dtype=bool), second)
+        dtype = layout.single_tensor_dtype
+        if dtype is not None and first.shape[1] == math.prod(second) * dtype.itemsize > 0 \
+                and first.flags.writeable:
+            return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
+        return CachedBatch(self, layout, np.ones(len(keys), dtype=bool), [("dense", first, second)])
+
     def put_batch_outputs(self, keys: Any, output: Any) -> None:
         """Stores a batched module output: one row per key along dim 0.
 
@@ -908,6 +934,7 @@ class ArrowIPCCacheBackend:
     def _load_layout(self) -> Optional[_Layout]:
         schema = self._store.schema()
         self._layout = None if schema is None else _Layout.from_schema(schema)
+        return self._layout
         return self._layout
 
     def _mismatch(self, difference: str) -> SchemaMismatchError:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import tree
 from .backend import ArrowIPCCacheBackend, Keys, _to_device, normalize_keys
 
 __all__ = ["CacheModuleDecorator"]
@@ -77,15 +75,6 @@ class _Slicer:
         if isinstance(obj, list):
             return [self(item) for item in obj]
         return obj
-
-
-def _single_tensor_dtype(layout: Any) -> Optional[torch.dtype]:
-    """The dtype of the cache's only leaf when the output is that tensor itself, else None."""
-    spec = layout.spec
-    if len(layout.names) == 1 and layout.kinds[0] == tree.TENSOR and spec.get("t") == "leaf" \
-            and layout.output_structure == tree.TENSOR:
-        return layout.dtypes[0]
-    return None
 
 
 def _strip_module_prefix(module: nn.Module, state_dict: Dict[str, Any], prefix: str,
@@ -167,9 +156,6 @@ class CacheModuleDecorator(nn.Module):
         # again after train()/eval()/to()): walking named_parameters() on every
         # call costs tens of microseconds for a ResNet.
         self._guard_params: Optional[Tuple[nn.Module, Tuple[Tuple[str, nn.Parameter], ...]]] = None
-        # (layout, dtype) when the cache holds a single dense tensor leaf: the
-        # all-hit fast path builds the output without CachedBatch.output().
-        self._single_leaf: Optional[Tuple[Any, torch.dtype]] = None
         self.register_state_dict_post_hook(_strip_module_prefix)
         self.register_load_state_dict_pre_hook(_add_module_prefix)
         # The guard applies in training mode (a module already in eval mode is
@@ -239,22 +225,12 @@ class CacheModuleDecorator(nn.Module):
             with torch.no_grad():
                 return self.module(*args, **kwargs)
 
-        cached = self.cache_backend.lookup_batch(keys)
+        cached = self.cache_backend.lookup_fast(keys)
+        if type(cached) is torch.Tensor:
+            # All hits of a single-tensor output (the common case): one
+            # zero-copy tensor, no module call, no per-sample work.
+            return _to_device(cached, device)
         if np.count_nonzero(cached.found) == batch:
-            # All hits: no module call, no per-sample work. A single dense
-            # tensor leaf (the common case) becomes one zero-copy tensor here.
-            leaves = cached._leaves
-            layout = cached._layout
-            if layout is not None and len(leaves) == 1 and leaves[0][0] == "dense":
-                single = self._single_leaf
-                if single is None or single[0] is not layout:
-                    single = self._single_leaf = (layout, _single_tensor_dtype(layout))
-                dtype = single[1]
-                if dtype is not None:
-                    rows, shape = leaves[0][1], leaves[0][2]
-                    if rows.shape[1] == math.prod(shape) * dtype.itemsize and rows.shape[1] > 0 \
-                            and rows.flags.writeable:
-                        return _to_device(torch.from_numpy(rows).view(dtype).reshape(batch, *shape), device)
             return cached.output(device)
 
         missing = cached.missing_positions

@@ -12,11 +12,14 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <charconv>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "torchcachex/errors.h"
@@ -42,7 +45,8 @@ using ByteArray1D = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::
 // objects (whose UTF-8 buffers we view) and the decimal strings of int ids.
 struct KeyBatch {
   nb::object keepalive;
-  std::deque<std::string> owned;  // deque: stable addresses
+  std::unique_ptr<char[]> digits;  // an int64 array's ids in decimal, back to back
+  std::deque<std::string> owned;   // other ids' strings (deque: stable addresses)
   std::vector<std::string_view> views;
 };
 
@@ -57,9 +61,15 @@ KeyBatch ConvertKeys(nb::handle keys) {
   KeyBatch batch;
   if (nb::ndarray_check(keys)) {
     auto array = nb::cast<nb::ndarray<const int64_t, nb::ndim<1>, nb::device::cpu>>(keys);
-    batch.views.reserve(array.shape(0));
-    for (size_t i = 0; i < array.shape(0); ++i) {
-      batch.views.push_back(OwnDecimal(batch, static_cast<long long>(array(i))));
+    const size_t n = array.shape(0);
+    constexpr size_t kMaxDigits = 20;  // "-9223372036854775808"
+    batch.digits.reset(new char[std::max<size_t>(n, 1) * kMaxDigits]);
+    batch.views.reserve(n);
+    char* out = batch.digits.get();
+    for (size_t i = 0; i < n; ++i) {
+      char* end = std::to_chars(out, out + kMaxDigits, array(i)).ptr;
+      batch.views.emplace_back(out, static_cast<size_t>(end - out));
+      out = end;
     }
     return batch;
   }
@@ -117,15 +127,18 @@ nb::object OwnedArray1D(std::vector<std::byte>&& bytes) {
       reinterpret_cast<uint8_t*>(holder->data()), 1, shape, owner));
 }
 
+// The dense rows of `leaf` as a (n, row_bytes) uint8 numpy array that takes
+// ownership of the buffer (zero-copy).
+nb::object DenseToPython(LeafResult& leaf, size_t n) {
+  std::byte* data = leaf.dense.release();
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<std::byte*>(p); });
+  size_t shape[2] = {n, leaf.row_bytes};
+  return nb::cast(
+      nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(reinterpret_cast<uint8_t*>(data), 2, shape, owner));
+}
+
 nb::object LeafToPython(LeafResult& leaf, LeafKind kind, size_t n) {
-  if (leaf.is_dense) {
-    std::byte* data = leaf.dense.release();
-    nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<std::byte*>(p); });
-    size_t shape[2] = {n, leaf.row_bytes};
-    nb::object array = nb::cast(
-        nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(reinterpret_cast<uint8_t*>(data), 2, shape, owner));
-    return nb::make_tuple("dense", array, FromShape(leaf.shape));
-  }
+  if (leaf.is_dense) return nb::make_tuple("dense", DenseToPython(leaf, n), FromShape(leaf.shape));
   nb::list rows;
   for (size_t i = 0; i < n; ++i) {
     if (leaf.rows.empty() || !leaf.rows[i]) {
@@ -148,6 +161,34 @@ struct PyStore {
     return *store;
   }
 };
+
+// Looks `keys` up with the GIL released. Returns the result, the schema as
+// read after the lookup (a schema, once set, never goes away) and the batch size.
+std::tuple<GetResult, std::optional<Schema>, size_t> LookUp(PyStore& s, nb::handle keys) {
+  KeyBatch batch = ConvertKeys(keys);
+  Store& store = s.get();
+  GetResult result;
+  {
+    nb::gil_scoped_release release;
+    result = store.GetBatch(batch.views);
+  }
+  return {std::move(result), store.schema(), batch.views.size()};
+}
+
+// get_batch's (found: bool array, leaves) tuple.
+nb::tuple GetResultToPython(GetResult& result, const std::optional<Schema>& schema, size_t n) {
+  auto* found = new uint8_t[std::max<size_t>(n, 1)];
+  std::copy(result.found.begin(), result.found.end(), found);
+  nb::capsule owner(found, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
+  size_t shape[1] = {n};
+  nb::object found_array =
+      nb::cast(nb::ndarray<nb::numpy, bool, nb::ndim<1>>(reinterpret_cast<bool*>(found), 1, shape, owner));
+  nb::list leaves;
+  for (size_t l = 0; l < result.leaves.size(); ++l) {
+    leaves.append(LeafToPython(result.leaves[l], schema->leaves[l].kind, n));
+  }
+  return nb::make_tuple(found_array, leaves);
+}
 
 std::string KindName(LeafKind kind) { return kind == LeafKind::kTensor ? "tensor" : "blob"; }
 
@@ -325,32 +366,29 @@ NB_MODULE(_core, m) {
       .def(
           "get_batch",
           [](PyStore& s, nb::handle keys) {
-            KeyBatch batch = ConvertKeys(keys);
-            Store& store = s.get();
-            GetResult result;
-            {
-              nb::gil_scoped_release release;
-              result = store.GetBatch(batch.views);
-            }
-            // Read after the lookup: a schema, once set, never goes away.
-            std::optional<Schema> schema = store.schema();
-            size_t n = batch.views.size();
-            auto* found = new uint8_t[std::max<size_t>(n, 1)];
-            std::copy(result.found.begin(), result.found.end(), found);
-            nb::capsule owner(found, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
-            size_t shape[1] = {n};
-            nb::object found_array = nb::cast(nb::ndarray<nb::numpy, bool, nb::ndim<1>>(
-                reinterpret_cast<bool*>(found), 1, shape, owner));
-            nb::list leaves;
-            for (size_t l = 0; l < result.leaves.size(); ++l) {
-              leaves.append(LeafToPython(result.leaves[l], schema->leaves[l].kind, n));
-            }
-            return nb::make_tuple(found_array, leaves);
+            auto [result, schema, n] = LookUp(s, keys);
+            return GetResultToPython(result, schema, n);
           },
           "keys"_a,
           "Looks up keys; returns (found: bool array, leaves) with one item per schema leaf:\n"
           "('dense', uint8 array (B, row_bytes), shape), ('ragged', [(uint8 array, shape) | None]) or\n"
           "('blob', [bytes | None]).")
+      .def(
+          "get_batch_fast",
+          [](PyStore& s, nb::handle keys) {
+            auto [result, schema, n] = LookUp(s, keys);
+            const bool all_found = std::find(result.found.begin(), result.found.end(), 0) == result.found.end();
+            if (all_found && n > 0 && result.leaves.size() == 1 && result.leaves[0].is_dense) {
+              LeafResult& leaf = result.leaves[0];
+              return nb::make_tuple(true, DenseToPython(leaf, n), FromShape(leaf.shape));
+            }
+            nb::tuple general = GetResultToPython(result, schema, n);
+            return nb::make_tuple(false, general[0], general[1]);
+          },
+          "keys"_a,
+          "The all-hit fast path of get_batch: (True, uint8 array (B, row_bytes), shape) when every key\n"
+          "is found and the cache has a single tensor leaf whose found rows share one shape; otherwise\n"
+          "(False, found, leaves) exactly as get_batch returns them.")
       .def(
           "put_batch",
           [](PyStore& s, nb::handle keys, nb::handle leaves) {

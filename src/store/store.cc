@@ -4,8 +4,10 @@
 // Locking: `mu` (shared_mutex) guards all state below it in Impl. Lookups
 // hold it shared for the whole lookup + copy, so the pending buffers and the
 // segment list cannot change under them. Put, publish and refresh hold it
-// exclusively. Segment files are written with `mu` released; `write_mu`
-// serializes writers in synchronous mode (lock order: write_mu, then mu).
+// exclusively. Segment files are written with `mu` released, by the
+// background writer and, while they would otherwise wait for it, by callers
+// of Put and Flush (two threads copying into the page cache on two cores);
+// `write_mu` serializes writers in synchronous mode (lock order: write_mu, then mu).
 //
 // Invariants:
 //  - `pending` maps a key to its newest unwritten row; that row lives in
@@ -14,7 +16,9 @@
 //    batch) are erased.
 //  - `index` maps a key to its newest row in `segments` (later segments, and
 //    later rows within a segment, win).
-//  - `sealed` is oldest first; only its front is ever being written.
+//  - `sealed` is oldest first. Its batches may be written in any order and
+//    concurrently (each claimed by one writer, numbered in queue order), but
+//    are published strictly in queue order, so a later put of a key wins.
 #include "torchcachex/store.h"
 
 #include <algorithm>
@@ -25,6 +29,7 @@
 #include <deque>
 #include <iostream>
 #include <mutex>
+#include <pthread.h>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -135,7 +140,17 @@ struct Store::Impl {
   std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
   KeyIndex index;
   std::shared_ptr<PendingBatch> active;
-  std::deque<std::shared_ptr<PendingBatch>> sealed;
+  // A sealed batch: waiting to be written, being written (claimed), or
+  // written and waiting for the batches before it to be published.
+  struct SealedBatch {
+    std::shared_ptr<PendingBatch> batch;
+    std::optional<uint64_t> number;    // its segment number, fixed at the first claim
+    bool claimed = false;              // a writer is writing it now
+    std::unique_ptr<Segment> written;  // written, not yet published
+  };
+  // Elements are only popped once written, so a claimed element's address
+  // stays valid while its writer runs with mu released.
+  std::deque<SealedBatch> sealed;
   std::unordered_map<std::string, PendingRef, TransparentHash, std::equal_to<>> pending;
   int64_t trusted_dir_mtime = -1;  // segments dir mtime known to be fully scanned
 
@@ -381,13 +396,13 @@ struct Store::Impl {
   void SealActive() {
     if (!active || active->num_rows() == 0) return;
     active->UpdateView();
-    sealed.push_back(std::move(active));
+    sealed.emplace_back().batch = std::move(active);
     active.reset();
     ++sealed_total;
   }
 
   // Writes one sealed batch to a new segment file, durably. mu is not held;
-  // only one writer runs at a time (the writer thread, or write_mu holders).
+  // several writers may run at once, each on its own claimed batch.
   std::unique_ptr<Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
     std::string path = segments_dir + "/" + SegmentFileName(number);
     std::string tmp = path + ".tmp";
@@ -422,35 +437,78 @@ struct Store::Impl {
       auto it = pending.find(KeyAt(view, row));
       if (it != pending.end() && it->second.batch == batch) pending.erase(it);
     }
-    sealed.pop_front();
     ++published_total;
     cv.notify_all();
+  }
+
+  // The oldest sealed batch that is neither claimed nor written, or null. mu held.
+  SealedBatch* NextUnclaimed() {
+    for (SealedBatch& entry : sealed) {
+      if (!entry.claimed && !entry.written) return &entry;
+    }
+    return nullptr;
+  }
+
+  // Claims `entry`, writes it with mu released, then publishes every written
+  // batch at the front of the queue (in queue order). `lock` holds mu
+  // exclusively on entry and on return. A failed write returns its error and
+  // leaves the batch unclaimed, keeping its number for the retry.
+  std::exception_ptr WriteClaimed(SealedBatch* entry, std::unique_lock<std::shared_mutex>& lock) {
+    entry->claimed = true;
+    if (!entry->number) entry->number = next_segment_number++;
+    std::shared_ptr<PendingBatch> batch = entry->batch;
+    const uint64_t number = *entry->number;
+    lock.unlock();
+    std::unique_ptr<Segment> segment;
+    std::exception_ptr error;
+    try {
+      segment = WriteBatch(*batch, number);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    entry->claimed = false;
+    if (error) return error;
+    entry->written = std::move(segment);
+    while (!sealed.empty() && sealed.front().written) {
+      SealedBatch front = std::move(sealed.front());
+      sealed.pop_front();
+      Publish(front.batch, std::move(front.written));
+    }
+    return nullptr;
+  }
+
+  // Records a background write error: the writers pause until a later Put or
+  // Flush resumes them, and the next call reports it.
+  void SetWriterError(std::exception_ptr error) {
+    writer_error = std::move(error);
+    writer_paused = true;
+    cv.notify_all();
+  }
+
+  // Async mode: waits (mu held exclusively through `lock`) until `done()` or
+  // a writer error, writing unclaimed sealed batches in this thread meanwhile,
+  // in parallel with the background writer, instead of idling.
+  template <class Done>
+  void HelpWriteUntil(std::unique_lock<std::shared_mutex>& lock, Done done) {
+    while (!done() && !writer_error && !closed) {
+      SealedBatch* entry = writer_paused ? nullptr : NextUnclaimed();
+      if (entry == nullptr) {
+        cv.wait(lock);
+        continue;
+      }
+      if (std::exception_ptr error = WriteClaimed(entry, lock)) SetWriterError(error);
+    }
   }
 
   // Body of the background writer thread.
   void WriterLoop() {
     std::unique_lock lock(mu);
     while (true) {
-      cv.wait(lock, [&] { return stop_writer || (!sealed.empty() && !writer_paused); });
-      if (sealed.empty() || writer_paused) break;  // stop requested and nothing writable left
-      std::shared_ptr<PendingBatch> batch = sealed.front();
-      uint64_t number = next_segment_number++;
-      lock.unlock();
-      std::unique_ptr<Segment> segment;
-      std::exception_ptr error;
-      try {
-        segment = WriteBatch(*batch, number);
-      } catch (...) {
-        error = std::current_exception();
-      }
-      lock.lock();
-      if (error) {
-        writer_error = error;
-        writer_paused = true;
-        cv.notify_all();
-      } else {
-        Publish(batch, std::move(segment));
-      }
+      cv.wait(lock, [&] { return stop_writer || (!writer_paused && NextUnclaimed() != nullptr); });
+      SealedBatch* entry = writer_paused ? nullptr : NextUnclaimed();
+      if (entry == nullptr) break;  // stop requested and nothing writable left
+      if (std::exception_ptr error = WriteClaimed(entry, lock)) SetWriterError(error);
     }
   }
 
@@ -458,13 +516,8 @@ struct Store::Impl {
   void WriteSealedInCaller() {
     std::lock_guard write_lock(write_mu);
     std::unique_lock lock(mu);
-    while (!sealed.empty()) {
-      std::shared_ptr<PendingBatch> batch = sealed.front();
-      uint64_t number = next_segment_number++;
-      lock.unlock();
-      auto segment = WriteBatch(*batch, number);
-      lock.lock();
-      Publish(batch, std::move(segment));
+    while (SealedBatch* entry = NextUnclaimed()) {
+      if (std::exception_ptr error = WriteClaimed(entry, lock)) std::rethrow_exception(error);
     }
   }
 
@@ -762,7 +815,7 @@ struct Store::Impl {
 
   size_t PendingRows() const {
     size_t rows = active ? static_cast<size_t>(active->num_rows()) : 0;
-    for (const auto& batch : sealed) rows += static_cast<size_t>(batch->num_rows());
+    for (const SealedBatch& entry : sealed) rows += static_cast<size_t>(entry.batch->num_rows());
     return rows;
   }
 
@@ -799,7 +852,10 @@ std::unique_ptr<Store> Store::Open(const std::string& cache_dir, const std::stri
   impl->LoadSchemaJson(/*warn=*/true);
   impl->ScanSegments();
   if (impl->options.persist && impl->options.async_write) {
-    impl->writer_thread = std::thread([raw = impl.get()] { raw->WriterLoop(); });
+    impl->writer_thread = std::thread([raw = impl.get()] {
+      pthread_setname_np(pthread_self(), "tcx-writer");  // shows in top, perf and py-spy
+      raw->WriterLoop();
+    });
   }
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
@@ -903,9 +959,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
   if (s.options.async_write) {
     s.ResumeWriter();
     // Backpressure: bounded memory for batches waiting to be written.
-    s.cv.wait(lock, [&] {
-      return s.sealed.size() <= s.options.max_queued_segments || s.writer_error || s.closed;
-    });
+    s.HelpWriteUntil(lock, [&] { return s.sealed.size() <= s.options.max_queued_segments; });
     s.RethrowWriterError();
   } else {
     lock.unlock();
@@ -931,7 +985,7 @@ void Store::Flush() {
   s.SealActive();
   uint64_t target = s.sealed_total;
   s.ResumeWriter();
-  s.cv.wait(lock, [&] { return s.published_total >= target || s.writer_error; });
+  s.HelpWriteUntil(lock, [&] { return s.published_total >= target; });
   s.RethrowWriterError();
 }
 

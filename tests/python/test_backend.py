@@ -326,3 +326,33 @@ def test_a_corrupt_segment_is_reported_and_its_rows_recomputed(tmp_path):
         assert cached.missing_positions.tolist() == [0, 1]
         backend.put_batch_outputs([0, 1], torch.full((2, 3), 2.0))
         assert torch.equal(backend.lookup_batch([1]).output(), torch.full((1, 3), 2.0))
+
+
+# ----------------------------------------------------------------- lookup_fast
+
+
+def test_lookup_fast_returns_the_tensor_itself_when_every_key_is_cached(make_backend):
+    features = torch.randn(5, 3, 4)
+    backend = make_backend()
+    backend.put_batch_outputs([10, 11, 12, 13, 14], features)
+    got = backend.lookup_fast(torch.tensor([14, 10, 12]))
+    assert type(got) is torch.Tensor
+    assert bits_equal(got, features[[4, 0, 2]])
+    backend.close()
+    reopened = make_backend()  # served from the segment on disk, not pending rows
+    assert bits_equal(reopened.lookup_fast([13, 11]), features[[3, 1]])
+
+
+def test_lookup_fast_falls_back_to_a_cached_batch_on_misses_and_structured_outputs(make_backend):
+    backend = make_backend()
+    backend.put_batch_outputs([0, 1], torch.ones(2, 3))
+    partial = backend.lookup_fast([1, 7])
+    assert not isinstance(partial, torch.Tensor)
+    assert partial.found.tolist() == [True, False]
+
+    structured = make_backend(module_id="dict_out")
+    out = {"a": torch.arange(4.0).reshape(2, 2), "b": torch.zeros(2, 1)}
+    structured.put_batch_outputs([0, 1], out)
+    batch = structured.lookup_fast([1, 0])
+    assert not isinstance(batch, torch.Tensor) and batch.found.all()
+    assert bits_equal(batch.output()["a"], out["a"][[1, 0]])
