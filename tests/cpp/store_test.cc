@@ -119,6 +119,43 @@ TEST(StoreTest, LaterWritesOfAKeyWin) {
   EXPECT_EQ(reopened->size(), 5u);
 }
 
+// Put and Flush write queued segments themselves while the writer thread
+// writes others, so segments may finish out of order: they must still be
+// published, and numbered on disk, in put order. Each put here seals many
+// one-row segments that all rewrite one key.
+TEST(StoreTest, LaterWritesOfAKeyWinWhenSegmentsAreWrittenInParallel) {
+  TempDir tmp;
+  auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .max_queued_segments = 1});
+  constexpr int kPuts = 40, kRowsPerPut = 8;
+  std::vector<std::string_view> keys(kRowsPerPut, "k");
+  std::vector<float> values(kRowsPerPut);
+  LeafRows leaf;
+  leaf.is_dense = true;
+  leaf.base = reinterpret_cast<const std::byte*>(values.data());
+  leaf.row_bytes = leaf.row_stride = sizeof(float);
+  leaf.shape = {1};
+  std::string_view key[1] = {"k"};
+  auto value_of_k = [&](Store& s) {
+    GetResult result = s.GetBatch(key);
+    EXPECT_TRUE(result.found[0]);
+    float v;
+    std::memcpy(&v, result.leaves.at(0).dense.get(), sizeof v);
+    return v;
+  };
+  for (int p = 0; p < kPuts; ++p) {
+    for (int r = 0; r < kRowsPerPut; ++r) values[r] = static_cast<float>(p * kRowsPerPut + r);
+    store->Put(keys, std::span(&leaf, 1));
+    EXPECT_EQ(value_of_k(*store), values.back());
+  }
+  store->Flush();
+  const float last = values.back();
+  EXPECT_EQ(store->GetStats().segments, static_cast<uint64_t>(kPuts * kRowsPerPut));
+  EXPECT_EQ(value_of_k(*store), last);
+  store->Close();
+  auto reopened = Store::Open(tmp.path(), "features_v1", {});
+  EXPECT_EQ(value_of_k(*reopened), last);
+}
+
 TEST(StoreTest, SynchronousModeWritesSegmentsInTheCaller) {
   TempDir tmp;
   auto store = OpenFloat(tmp.path(), Options{.flush_every = 4, .async_write = false});
