@@ -119,6 +119,7 @@ struct Store::Impl {
   // Where a looked-up key's row is.
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
+  static constexpr size_t kOpenThreads = 4;  // threads opening segment files at open and refresh
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -291,6 +292,46 @@ struct Store::Impl {
     reindexed_generation.store(generation);
   }
 
+  std::string SegmentPath(uint64_t number) const { return segments_dir + "/" + SegmentFileName(number); }
+
+  // A segment file opened by OpenSegments: the segment, or why it is unreadable.
+  struct OpenedSegment {
+    std::unique_ptr<Segment> segment;
+    std::string error;
+  };
+
+  // Opens the segment files `numbers` (schema known), on up to
+  // kOpenThreads threads: mapping, parsing and validating a file and
+  // checksumming its keys is independent per file. Errors of unreadable files
+  // are returned per file; any other exception is rethrown.
+  std::vector<OpenedSegment> OpenSegments(std::span<const uint64_t> numbers) const {
+    std::vector<OpenedSegment> opened(numbers.size());
+    std::atomic<size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mu;
+    auto work = [&] {
+      for (size_t i = next++; i < numbers.size(); i = next++) {
+        try {
+          opened[i].segment = Segment::Open(SegmentPath(numbers[i]), numbers[i], *schema);
+        } catch (const Error& e) {
+          opened[i].error = e.what();
+        } catch (...) {
+          std::lock_guard lock(failure_mu);
+          if (!failure) failure = std::current_exception();
+        }
+      }
+    };
+    constexpr size_t kFilesPerThread = 64;  // fewer: not worth a thread
+    const size_t threads = std::min<size_t>({kOpenThreads, std::max(1u, std::thread::hardware_concurrency()),
+                                             (numbers.size() + kFilesPerThread - 1) / kFilesPerThread});
+    std::vector<std::thread> helpers;
+    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+    work();
+    for (std::thread& helper : helpers) helper.join();
+    if (failure) std::rethrow_exception(failure);
+    return opened;
+  }
+
   // Loads segment files not seen before (in number order). Caller holds mu
   // exclusively. Returns how many were loaded.
   size_t ScanSegments() {
@@ -305,24 +346,40 @@ struct Store::Impl {
       }
     }
     std::sort(numbers.begin(), numbers.end());
+    // In chunks: a chunk's files are opened (mapped and validated) by several
+    // threads, the index is grown once for all their rows, then their rows
+    // are indexed in number order (later segments win). A chunk maps at most
+    // half the mapping cap beyond it.
+    const size_t chunk = std::clamp<size_t>(options.max_mapped_segments / 2, 1, 4096);
     size_t loaded = 0;
-    for (uint64_t number : numbers) {
-      std::string path = segments_dir + "/" + SegmentFileName(number);
-      if (!schema && !LoadSchemaJson(/*warn=*/false)) RecoverSchemaFrom(path);
-      if (!schema) {
-        seen_segment_numbers.insert(number);
-        ++skipped_segments;
-        continue;
+    size_t next = 0;
+    while (next < numbers.size()) {
+      // Until a schema is known, each file is first asked for one.
+      while (next < numbers.size() && !schema) {
+        const std::string path = SegmentPath(numbers[next]);
+        if (!LoadSchemaJson(/*warn=*/false)) RecoverSchemaFrom(path);
+        if (!schema) {
+          seen_segment_numbers.insert(numbers[next++]);
+          ++skipped_segments;
+        }
       }
-      try {
-        AddSegment(Segment::Open(path, number, *schema));
+      const size_t end = std::min(numbers.size(), next + chunk);
+      std::vector<OpenedSegment> opened = OpenSegments(std::span(numbers).subspan(next, end - next));
+      size_t rows = 0;
+      for (const OpenedSegment& o : opened) rows += o.segment ? static_cast<size_t>(o.segment->num_rows()) : 0;
+      index.Reserve(index.size() + rows);
+      for (size_t i = 0; i < opened.size(); ++i) {
+        if (!opened[i].segment) {
+          seen_segment_numbers.insert(numbers[next + i]);
+          ++skipped_segments;
+          Warn("skipping unreadable segment (its rows will be recomputed): " + opened[i].error);
+          continue;
+        }
+        AddSegment(std::move(opened[i].segment));
         EvictToCap();
         ++loaded;
-      } catch (const Error& e) {
-        seen_segment_numbers.insert(number);
-        ++skipped_segments;
-        Warn(std::string("skipping unreadable segment (its rows will be recomputed): ") + e.what());
       }
+      next = end;
     }
     trusted_dir_mtime = (WallNowNs() - mtime > kMtimeSettleNs) ? mtime : -1;
     return loaded;
@@ -404,7 +461,7 @@ struct Store::Impl {
   // Writes one sealed batch to a new segment file, durably. mu is not held;
   // several writers may run at once, each on its own claimed batch.
   std::unique_ptr<Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
-    std::string path = segments_dir + "/" + SegmentFileName(number);
+    std::string path = SegmentPath(number);
     std::string tmp = path + ".tmp";
     uint64_t bytes = 0;
     try {
