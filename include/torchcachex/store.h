@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "torchcachex/options.h"
+#include "torchcachex/output_buffer.h"
 #include "torchcachex/schema.h"
 
 namespace torchcachex {
@@ -47,9 +48,10 @@ struct LeafRows {
 struct LeafResult {
   // Tensor leaf whose found rows all share one shape: `dense` holds
   // size() rows of `row_bytes` each (rows of missing keys are zero), and
-  // `shape` is the per-row shape. Owned; hand it to the caller without copying.
+  // `shape` is the per-row shape. Owned (large buffers return to a pool when
+  // released); hand it to the caller without copying.
   bool is_dense = false;
-  std::unique_ptr<std::byte[]> dense;
+  OutputBuffer dense;
   size_t row_bytes = 0;
   std::vector<int64_t> shape;
 

@@ -130,8 +130,9 @@ nb::object OwnedArray1D(std::vector<std::byte>&& bytes) {
 // The dense rows of `leaf` as a (n, row_bytes) uint8 numpy array that takes
 // ownership of the buffer (zero-copy).
 nb::object DenseToPython(LeafResult& leaf, size_t n) {
-  std::byte* data = leaf.dense.release();
-  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<std::byte*>(p); });
+  std::byte* data = leaf.dense.get();
+  auto* holder = new OutputBuffer(std::move(leaf.dense));  // released (to the pool) with the array
+  nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<OutputBuffer*>(p); });
   size_t shape[2] = {n, leaf.row_bytes};
   return nb::cast(
       nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(reinterpret_cast<uint8_t*>(data), 2, shape, owner));

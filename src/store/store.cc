@@ -753,7 +753,7 @@ struct Store::Impl {
         out->is_dense = true;
         out->shape = shape;
         out->row_bytes = static_cast<size_t>(NumElements(shape)) * ElementSize(spec.dtype);
-        out->dense.reset(new std::byte[std::max<size_t>(1, n * out->row_bytes)]);
+        out->dense = AllocateOutputBuffer(n * out->row_bytes);
         // Prefetch ahead, as in Lookup: the data offsets of row i + 2D, then
         // the first bytes of row i + D, while row i is copied.
         constexpr size_t kDistance = 8;
