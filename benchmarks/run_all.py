@@ -63,7 +63,7 @@ def make_grid(name: str, runs: int) -> Dict[str, Any]:
                               "orders": ["sequential", "shuffled"]})
         writes = [{"shape": s, "async_write": a} for s in SHAPE_FLOATS for a in (True, False)]
         opens = [(10_000, "16"), (1_000_000, "16"), (10_000_000, "16"), (1_000_000, "512")]
-        conv_n = 16384
+        conv_n, conv_light_n = 16384, 65536
     elif name == "quick":
         caches = [(10_000, "16"), (10_000, "512"), (10_000, "3x64x64"), (100_000, "16")]
         reads = [
@@ -74,7 +74,7 @@ def make_grid(name: str, runs: int) -> Dict[str, Any]:
         ]
         writes = [{"shape": "512", "async_write": True}]
         opens = [(10_000, "16"), (100_000, "16")]
-        conv_n = 2048
+        conv_n, conv_light_n = 2048, 4096
     else:  # default: every dimension at least once
         caches = [(10_000, "16"), (10_000, "512"), (10_000, "4096"), (10_000, "3x64x64"),
                   (1_000_000, "16"), (1_000_000, "512"), (10_000_000, "16")]
@@ -94,13 +94,13 @@ def make_grid(name: str, runs: int) -> Dict[str, Any]:
                   {"shape": "4096", "async_write": True}, {"shape": "3x64x64", "async_write": True},
                   {"shape": "3x64x64", "async_write": False}]
         opens = [(10_000, "16"), (1_000_000, "16"), (10_000_000, "16")]
-        conv_n = 4096
+        conv_n, conv_light_n = 4096, 16384
     libs = {(10_000, "512"), (10_000, "3x64x64"), (10_000, "16")}
     if name == "quick":
         libs = {(10_000, "512")}
     return {"name": name, "runs": runs, "caches": caches, "reads": reads, "writes": writes,
             "opens": opens, "flush_sizes": [n for n, s in caches if s == "16"],
-            "libs": sorted(libs), "conv_n": conv_n,
+            "libs": sorted(libs), "conv_n": conv_n, "conv_light_n": conv_light_n,
             "rss": {"n": 1_000_000 if name != "quick" else 100_000, "shape": "512", "batch": 256}}
 
 
@@ -261,7 +261,7 @@ def run_suite(args: argparse.Namespace) -> Dict[str, Any]:
 
     if "conv" not in skip:
         # The light extractor: a few ms per batch, where caching overheads show most.
-        r.run("conv_light", "conv", {"n": grid["conv_n"], "batch": 256, "width": 0, "runs": runs,
+        r.run("conv_light", "conv", {"n": grid.get("conv_light_n", grid["conv_n"]), "batch": 256, "width": 0, "runs": runs,
                                      "dir": str(bench_dir), "torchcache": False})
         res = r.run("conv", "conv", {"n": grid["conv_n"], "batch": 256, "width": 16, "runs": runs,
                                      "dir": str(bench_dir)})

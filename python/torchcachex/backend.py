@@ -254,6 +254,8 @@ def _tensor_bytes(t: torch.Tensor) -> torch.Tensor:
     """A contiguous CPU copy-or-view of ``t`` with conj/neg bits resolved."""
     if t.layout != torch.strided:
         raise TypeError(f"only dense (strided) tensors can be cached, got layout {t.layout}")
+    if t.is_cpu and t.is_contiguous() and not t.is_conj() and not t.is_neg():
+        return t.detach()  # the common case: a view, no copy
     return t.detach().cpu().resolve_conj().resolve_neg().contiguous()
 
 
@@ -742,6 +744,7 @@ class ArrowIPCCacheBackend:
         self._closed = False
         self._layout: Optional[_Layout] = None
         self._ensured: Optional[tuple] = None
+        self._ensured_quick: Optional[tuple] = None  # (names, dtypes, structure, spec) last checked
         self._reopen_lock = threading.Lock()
         self._store = self._open_store()
         _LIVE.add(self)
@@ -808,7 +811,7 @@ class ArrowIPCCacheBackend:
                         or self.current_rank == self.writer_rank)
         self._closed = bool(state["closed"])
         self._layout = None
-        self._ensured = None
+        self._ensured = self._ensured_quick = None
         self._reopen_lock = threading.Lock()
         self._store = _Unopened(self)  # opened on first use
         if not self._closed:
@@ -947,6 +950,9 @@ class ArrowIPCCacheBackend:
         )
 
     def _ensure_schema(self, flat: tree.Flattened, dtypes: Sequence[Optional[torch.dtype]]) -> None:
+        quick = (tuple(flat.names), tuple(dtypes), flat.output_structure, flat.spec)
+        if quick == self._ensured_quick:  # the same output layout as the last put: already checked
+            return
         leaves = [
             (name, tree.TENSOR, str(dtype)) if dtype is not None else (name, tree.BLOB, _BLOB_DTYPE)
             for name, dtype in zip(flat.names, dtypes)
@@ -968,6 +974,7 @@ class ArrowIPCCacheBackend:
                 f"{_describe_structure(flat.output_structure, flat.spec)}"
             )
         self._ensured = signature
+        self._ensured_quick = quick
 
     # -- management
 

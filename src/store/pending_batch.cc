@@ -89,6 +89,20 @@ void PendingBatch::Reserve(size_t rows, size_t key_bytes, std::span<const LeafRo
   }
 }
 
+void PendingBatch::Clear() {
+  num_rows_ = 0;
+  bytes_ = 0;
+  key_offsets_.resize(1);
+  key_chars_.clear();
+  for (LeafBuffers& buffers : leaves_) {
+    buffers.data_offsets.resize(1);
+    buffers.data_values.clear();
+    buffers.shape_offsets.resize(1);
+    buffers.shape_values.clear();
+  }
+  UpdateView();
+}
+
 void PendingBatch::UpdateView() {
   view_.num_rows = num_rows_;
   view_.key = ViewOf(key_offsets_, key_chars_.data(), static_cast<int64_t>(key_chars_.size()));

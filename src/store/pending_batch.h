@@ -29,6 +29,9 @@ class PendingBatch {
   // visible through view() after the next UpdateView().
   int64_t Append(std::string_view key, std::span<const LeafRows> leaves, size_t i);
 
+  // Empties the batch, keeping its buffers' capacity for reuse.
+  void Clear();
+
   // Points view() at the current buffers (they may have moved).
   void UpdateView();
 

@@ -120,6 +120,7 @@ struct Store::Impl {
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
   static constexpr size_t kOpenThreads = 4;  // threads opening segment files at open and refresh
+  static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -141,6 +142,7 @@ struct Store::Impl {
   std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
   KeyIndex index;
   std::shared_ptr<PendingBatch> active;
+  std::shared_ptr<PendingBatch> spare;  // an empty published batch, reused as the next active one
   // A sealed batch: waiting to be written, being written (claimed), or
   // written and waiting for the batches before it to be published.
   struct SealedBatch {
@@ -531,6 +533,13 @@ struct Store::Impl {
       SealedBatch front = std::move(sealed.front());
       sealed.pop_front();
       Publish(front.batch, std::move(front.written));
+      // Nothing refers to a published batch any more (its pending entries are
+      // gone and lookups hold mu): keep its buffers for the next active batch,
+      // whose pages are then already faulted in.
+      if (front.batch.use_count() == 1 && front.batch->bytes() <= kMaxSpareBatchBytes) {
+        front.batch->Clear();
+        spare = std::move(front.batch);
+      }
     }
     return nullptr;
   }
@@ -994,7 +1003,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     const size_t row_bytes = s.RowBytes(leaves, i);
     if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
     if (!s.active) {
-      s.active = std::make_shared<PendingBatch>(*s.schema);
+      s.active = s.spare ? std::move(s.spare) : std::make_shared<PendingBatch>(*s.schema);
       // Size the buffers for a full batch of rows like this one.
       size_t rows = std::min(s.options.flush_every, s.options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
       s.active->Reserve(rows, keys[i].size(), leaves, i);
@@ -1043,6 +1052,7 @@ void Store::Flush() {
   uint64_t target = s.sealed_total;
   s.ResumeWriter();
   s.HelpWriteUntil(lock, [&] { return s.published_total >= target; });
+  s.spare.reset();  // between epochs, hold no write buffers
   s.RethrowWriterError();
 }
 
