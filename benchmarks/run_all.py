@@ -240,7 +240,7 @@ def run_suite(args: argparse.Namespace) -> Dict[str, Any]:
                           {"n": n, "dir": str(bench_dir), "module_id": cache_id(n, shape), "cold": cold})
 
     if "flush" not in skip:
-        for _ in range(2):  # two rounds, sizes interleaved
+        for _ in range(4):  # four rounds, sizes interleaved (fsync latency varies by 2x between runs)
             for n in grid["flush_sizes"]:
                 if (n, "16") in built:
                     r.run(f"flush/{n}", "flush_cost", {"n": n, "shape": "16", "dir": str(bench_dir),

@@ -119,7 +119,7 @@ struct Store::Impl {
   // Where a looked-up key's row is.
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
-  static constexpr size_t kOpenThreads = 4;  // threads opening segment files at open and refresh
+  static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
 
   struct Found {
@@ -324,8 +324,7 @@ struct Store::Impl {
       }
     };
     constexpr size_t kFilesPerThread = 64;  // fewer: not worth a thread
-    const size_t threads = std::min<size_t>({kOpenThreads, std::max(1u, std::thread::hardware_concurrency()),
-                                             (numbers.size() + kFilesPerThread - 1) / kFilesPerThread});
+    const size_t threads = std::min<size_t>(kOpenThreads, (numbers.size() + kFilesPerThread - 1) / kFilesPerThread);
     std::vector<std::thread> helpers;
     for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
     work();
@@ -777,8 +776,10 @@ struct Store::Impl {
           if (f.batch == nullptr || f.batch->leaves[l].storage_width == 0) return;
           const LeafView& leaf = f.batch->leaves[l];
           const std::byte* p = leaf.data.values + leaf.data.Offset(f.row) * static_cast<int64_t>(leaf.storage_width);
-          __builtin_prefetch(p);
-          if (out->row_bytes > 64) __builtin_prefetch(p + 64);
+          // The whole row (up to 4 KB): its cache lines and its pages'
+          // translations are fetched while earlier rows are copied.
+          const size_t span = std::min<size_t>(out->row_bytes, 4096);
+          for (size_t b = 0; b < span; b += 64) __builtin_prefetch(p + b);
         };
         for (size_t i = 0; i < std::min(n, 2 * kDistance); ++i) prefetch_offsets(i);
         for (size_t i = 0; i < std::min(n, kDistance); ++i) prefetch_data(i);

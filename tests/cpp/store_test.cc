@@ -267,6 +267,45 @@ TEST(StoreTest, CorruptSegmentIsSkippedWithAWarning) {
   EXPECT_EQ(store->GetStats().skipped_segments, 1u);
 }
 
+// Opening reads segment files on several threads, in chunks (half the
+// mapping cap each): rows must still be indexed in segment order across
+// chunks and threads, and unreadable files among them reported one by one.
+TEST(StoreTest, ManySegmentsOpenedInParallelChunksKeepTheirOrder) {
+  TempDir tmp;
+  constexpr int kSegments = 300;  // several threads' worth of files
+  {
+    auto store = OpenFloat(tmp.path(), Options{.flush_every = 2});
+    for (int s = 0; s < kSegments; ++s) {
+      // Segment s holds keys s % 7 and 7 + s % 5, rewritten by later segments.
+      FloatRows first(s % 7, 1, 2, static_cast<float>(s)), second(7 + s % 5, 1, 2, static_cast<float>(s));
+      store->Put(first.views, std::span(&first.leaf, 1));
+      store->Put(second.views, std::span(&second.leaf, 1));
+    }
+    store->Flush();
+    EXPECT_EQ(store->GetStats().segments, static_cast<uint64_t>(kSegments));
+  }
+  // Damage three segments that are nobody's newest copy.
+  for (int s : {3, 150, 151}) {
+    std::string path = tmp.path() + "/features_v1/segments/segment_" + std::to_string(s) + ".arrow";
+    ASSERT_TRUE(fs::exists(path)) << path;
+    fs::resize_file(path, fs::file_size(path) / 2);
+  }
+  auto store = Store::Open(tmp.path(), "features_v1", Options{.max_mapped_segments = 16});  // chunks of 8
+  EXPECT_EQ(store->TakeWarnings().size(), 3u);
+  EXPECT_EQ(store->GetStats().skipped_segments, 3u);
+  EXPECT_EQ(store->size(), 12u);
+  for (int key = 0; key < 12; ++key) {
+    // The last segment that wrote `key`.
+    int last = -1;
+    for (int s = 0; s < kSegments; ++s) {
+      if (s % 7 == key || 7 + s % 5 == key) last = s;
+    }
+    FloatRows expected(key, 1, 2, static_cast<float>(last));
+    GetResult result = store->GetBatch(expected.views);
+    ExpectRow(result, 0, key, 2, static_cast<float>(last));
+  }
+}
+
 TEST(StoreTest, CorruptSchemaJsonIsRecoveredFromSegments) {
   TempDir tmp;
   FloatRows rows(0, 3, 4);
