@@ -13,8 +13,10 @@ struct Options {
 
   // Seal the pending buffer into a segment when it holds this many rows...
   size_t flush_every = 2048;
-  // ...or this many bytes (keeps int32 Arrow offsets valid and memory bounded).
-  size_t max_pending_bytes = size_t{256} << 20;
+  // ...or this many bytes: large rows then stream to disk in pieces (the
+  // writer starts sooner and an epoch-end flush has less left to write),
+  // memory stays bounded and int32 Arrow offsets valid.
+  size_t max_pending_bytes = size_t{16} << 20;
 
   // Write sealed segments on a background thread (true) or in the calling
   // thread (false). Either way `Flush()` makes everything durable.

@@ -156,6 +156,18 @@ TEST(StoreTest, LaterWritesOfAKeyWinWhenSegmentsAreWrittenInParallel) {
   EXPECT_EQ(value_of_k(*reopened), last);
 }
 
+TEST(StoreTest, LargeRowsAreSealedIntoSegmentsByBytesNotOnlyByRows) {
+  TempDir tmp;
+  constexpr int kDim = 75'000;  // 300 KB rows: a 1 MB byte cap seals every 4 rows
+  auto store = OpenFloat(tmp.path(), Options{.flush_every = 2048, .max_pending_bytes = size_t{1} << 20});
+  FloatRows rows(0, 10, kDim);
+  store->Put(rows.views, std::span(&rows.leaf, 1));
+  store->Flush();
+  EXPECT_EQ(store->GetStats().segments, 3u);  // 4 + 4 + 2 rows
+  GetResult result = store->GetBatch(rows.views);
+  for (int i = 0; i < 10; ++i) ExpectRow(result, i, i, kDim);
+}
+
 TEST(StoreTest, SynchronousModeWritesSegmentsInTheCaller) {
   TempDir tmp;
   auto store = OpenFloat(tmp.path(), Options{.flush_every = 4, .async_write = false});
