@@ -44,6 +44,7 @@
 #include "torchcachex/errors.h"
 #include "util/file.h"
 #include "util/hash.h"
+#include "util/memory.h"
 
 namespace torchcachex {
 namespace {
@@ -121,6 +122,7 @@ struct Store::Impl {
   static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
+  static constexpr uint64_t kTrimEveryBytes = uint64_t{32} << 20;   // heap given back to the OS this often
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -173,6 +175,7 @@ struct Store::Impl {
   std::atomic<int64_t> last_auto_refresh_ns{0};
   std::atomic<uint64_t> hits{0}, misses{0};
   std::atomic<uint64_t> rows_written{0}, bytes_written{0};
+  std::atomic<uint64_t> bytes_since_trim{0};  // segment bytes written since the last ReleaseFreeHeapMemory
   uint64_t skipped_segments = 0;
   uint64_t damaged_segments = 0;  // guarded by warnings_mu
   // Bumped when a segment is first found damaged; the index excludes the
@@ -523,6 +526,9 @@ struct Store::Impl {
       segment = WriteBatch(*batch, number);
     } catch (...) {
       error = std::current_exception();
+    }
+    if (!error && (bytes_since_trim += batch->bytes()) >= kTrimEveryBytes && bytes_since_trim.exchange(0) > 0) {
+      ReleaseFreeHeapMemory();  // outside mu: it walks the whole heap
     }
     lock.lock();
     entry->claimed = false;
