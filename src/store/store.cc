@@ -782,10 +782,12 @@ struct Store::Impl {
           if (f.batch == nullptr || f.batch->leaves[l].storage_width == 0) return;
           const LeafView& leaf = f.batch->leaves[l];
           const std::byte* p = leaf.data.values + leaf.data.Offset(f.row) * static_cast<int64_t>(leaf.storage_width);
-          // The whole row (up to 4 KB): its cache lines and its pages'
-          // translations are fetched while earlier rows are copied.
-          const size_t span = std::min<size_t>(out->row_bytes, 4096);
-          for (size_t b = 0; b < span; b += 64) __builtin_prefetch(p + b);
+          // The row's first 4 KB line by line, and one line of each later
+          // page (so its translation is fetched too) while earlier rows are
+          // copied. Prefetching every line of large rows was slower.
+          const size_t head = std::min<size_t>(out->row_bytes, 4096);
+          for (size_t b = 0; b < head; b += 64) __builtin_prefetch(p + b);
+          for (size_t b = 4096; b < std::min<size_t>(out->row_bytes, 65536); b += 4096) __builtin_prefetch(p + b);
         };
         for (size_t i = 0; i < std::min(n, 2 * kDistance); ++i) prefetch_offsets(i);
         for (size_t i = 0; i < std::min(n, kDistance); ++i) prefetch_data(i);
