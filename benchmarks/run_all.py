@@ -447,9 +447,11 @@ def render(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> 
                                                            "\n|---|---|---|"))
         isel = hp["index_select_us"]
         for k, label in (("index_select", "`table.index_select(0, ids)` (RAM upper bound)"),
-                         ("core_get_batch", "`_core.Store.get_batch` (C++ lookup + gather + binding)"),
-                         ("lookup_batch", "`backend.lookup_batch` (+ key normalization, wrapping)"),
-                         ("decorator", "`CacheModuleDecorator.forward` (everything)")):
+                         ("core_get_batch", "`_core.Store.get_batch_fast` (C++ lookup + gather + binding; "
+                                            "before: `get_batch`)"),
+                         ("lookup_batch", "`backend.lookup_fast` (+ key normalization, tensor view; "
+                                          "before: `lookup_batch`)"),
+                         ("decorator", "`CacheModuleDecorator(...)` call (everything)")):
             line = f"| {label} | {fmt_stats(hp[k + '_us'])} | {fmt_ratio(ratio_stats(hp[k + '_us'], isel))} |"
             if hp0:
                 line += f" {fmt_ratio(ratio_stats(hp0[k + '_us'], hp0['index_select_us']))} |"

@@ -969,9 +969,9 @@ def profile_target(params: Dict[str, Any]) -> Dict[str, Any]:
 
 def hitpath(params: Dict[str, Any]) -> Dict[str, Any]:
     """Where the time of an all-hit forward goes (512-dim float32 by default): per-batch
-    microseconds of ``index_select`` (RAM upper bound), the engine call alone
-    (``_core.Store.get_batch``), ``backend.lookup_batch`` (+ key normalization, result
-    wrapping) and the whole decorator forward (+ ids, output assembly), interleaved.
+    microseconds of ``index_select`` (RAM upper bound), the engine call the decorator makes
+    (``_core.Store.get_batch_fast``), ``backend.lookup_fast`` (+ key normalization, the
+    tensor view) and the whole decorator forward (+ ids, ``nn.Module.__call__``), interleaved.
     Also counts Python function calls per forward at two batch sizes: equal counts mean
     the hit path does no per-sample Python work."""
     from torchcachex import CacheModuleDecorator
@@ -1002,11 +1002,11 @@ def hitpath(params: Dict[str, Any]) -> Dict[str, Any]:
 
     def p_core() -> None:
         for a in arrays:
-            store.get_batch(a)
+            store.get_batch_fast(a)
 
     def p_lookup() -> None:
         for b in batches:
-            backend.lookup_batch(b)
+            backend.lookup_fast(b)
 
     def p_forward() -> None:
         for b in batches:

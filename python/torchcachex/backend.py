@@ -170,6 +170,9 @@ def normalize_keys(keys: Any) -> Keys:
     """
     if isinstance(keys, Keys):
         return keys
+    if type(keys) is torch.Tensor and keys.dtype is torch.int64 and keys.is_cpu and keys.dim() == 1 \
+            and keys.is_contiguous() and not keys.requires_grad:
+        return Keys(keys.numpy())  # the common case, a collated LongTensor: a view, no checks needed
     if isinstance(keys, torch.Tensor):
         if keys.is_floating_point() or keys.is_complex() or keys.dtype == torch.bool:
             raise TypeError(

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backend import ArrowIPCCacheBackend, Keys, _to_device, normalize_keys
+from .backend import ArrowIPCCacheBackend, _to_device, normalize_keys
 
 __all__ = ["CacheModuleDecorator"]
 
@@ -17,15 +17,6 @@ _IDS_HELP = (
     "cached(x, cache_ids=ids), pass a dict batch with a 'cache_ids' entry as the first "
     "argument, or give key_from_batch_fn=... at construction"
 )
-
-
-def _fast_keys(ids: Any) -> Keys:
-    """normalize_keys, with a shortcut for the common case: a contiguous 1-D
-    int64 CPU tensor (a DataLoader-collated LongTensor) is viewed as numpy."""
-    if type(ids) is torch.Tensor and ids.dtype is torch.int64 and ids.is_cpu and ids.dim() == 1 \
-            and ids.is_contiguous() and not ids.requires_grad:
-        return Keys(ids.numpy())
-    return normalize_keys(ids)
 
 
 def _first_tensor(obj: Any) -> Optional[torch.Tensor]:
@@ -209,7 +200,7 @@ class CacheModuleDecorator(nn.Module):
             return self.module(*args, **kwargs)
         if self.enforce_stateless and self.training:
             self._check_stateless()
-        keys = _fast_keys(cache_ids if cache_ids is not None else self._cache_ids(args, kwargs, None))
+        keys = normalize_keys(cache_ids if cache_ids is not None else self._cache_ids(args, kwargs, None))
         batch = len(keys)
         if args and type(args[0]) is torch.Tensor and args[0].dim() > 0:
             first: Optional[torch.Tensor] = args[0]
