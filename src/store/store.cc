@@ -519,6 +519,7 @@ struct Store::Impl {
     if (!entry->number) entry->number = next_segment_number++;
     std::shared_ptr<PendingBatch> batch = entry->batch;
     const uint64_t number = *entry->number;
+    const uint64_t batch_bytes = batch->bytes();
     lock.unlock();
     std::unique_ptr<Segment> segment;
     std::exception_ptr error;
@@ -527,7 +528,8 @@ struct Store::Impl {
     } catch (...) {
       error = std::current_exception();
     }
-    if (!error && (bytes_since_trim += batch->bytes()) >= kTrimEveryBytes && bytes_since_trim.exchange(0) > 0) {
+    batch.reset();  // the queue entry keeps it alive; once published, its buffers may be reused
+    if (!error && (bytes_since_trim += batch_bytes) >= kTrimEveryBytes && bytes_since_trim.exchange(0) > 0) {
       ReleaseFreeHeapMemory();  // outside mu: it walks the whole heap
     }
     lock.lock();
