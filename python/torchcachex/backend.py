@@ -941,7 +941,6 @@ class ArrowIPCCacheBackend:
         schema = self._store.schema()
         self._layout = None if schema is None else _Layout.from_schema(schema)
         return self._layout
-        return self._layout
 
     def _mismatch(self, difference: str) -> SchemaMismatchError:
         difference = difference.rstrip().rstrip(".")
