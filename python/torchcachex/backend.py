@@ -885,31 +885,37 @@ class ArrowIPCCacheBackend:
         The fast path: tensor leaves stay one ``(B, ...)`` buffer each, with no
         per-sample Python objects.
         """
-        keys = normalize_keys(keys)
-        found, leaves = self._store.get_batch(keys.values)
-        if leaves and self._layout is None:
-            self._load_layout()
-        self._emit_warnings()
-        return CachedBatch(self, self._layout if leaves else None, np.asarray(found, dtype=bool), leaves)
+        keys, hit, first, second = self._look_up(keys)
+        return self._cached_batch(len(keys), hit, first, second)
 
     def lookup_fast(self, keys: Any) -> Union[torch.Tensor, CachedBatch]:
         """:meth:`lookup_batch` with the all-hit fast path of :class:`CacheModuleDecorator`:
         when every key is found and the cached output is one tensor, returns that
         ``(B, *shape)`` CPU tensor directly (zero-copy from the engine's buffer);
         otherwise the :class:`CachedBatch` that :meth:`lookup_batch` returns."""
+        keys, hit, first, second = self._look_up(keys)
+        if hit:
+            dtype = self._layout.single_tensor_dtype
+            if dtype is not None and first.shape[1] == math.prod(second) * dtype.itemsize > 0 \
+                    and first.flags.writeable:
+                return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
+        return self._cached_batch(len(keys), hit, first, second)
+
+    def _look_up(self, keys: Any) -> Tuple[Keys, bool, Any, Any]:
+        """One engine lookup: ``(keys, hit, first, second)`` as ``_core.Store.get_batch_fast``
+        returns them, with the layout loaded once the cache has a schema."""
         keys = normalize_keys(keys)
         hit, first, second = self._store.get_batch_fast(keys.values)
-        layout = self._layout
-        if layout is None and (hit or second):
-            layout = self._load_layout()
+        if self._layout is None and (hit or second):
+            self._load_layout()
         self._emit_warnings()
-        if not hit:
-            return CachedBatch(self, layout if second else None, np.asarray(first, dtype=bool), second)
-        dtype = layout.single_tensor_dtype
-        if dtype is not None and first.shape[1] == math.prod(second) * dtype.itemsize > 0 \
-                and first.flags.writeable:
-            return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
-        return CachedBatch(self, layout, np.ones(len(keys), dtype=bool), [("dense", first, second)])
+        return keys, hit, first, second
+
+    def _cached_batch(self, batch: int, hit: bool, first: Any, second: Any) -> CachedBatch:
+        """The :class:`CachedBatch` of a ``_look_up`` result."""
+        if hit:  # every key found, one dense leaf: first = rows, second = row shape
+            return CachedBatch(self, self._layout, np.ones(batch, dtype=bool), [("dense", first, second)])
+        return CachedBatch(self, self._layout if second else None, np.asarray(first, dtype=bool), second)
 
     def put_batch_outputs(self, keys: Any, output: Any) -> None:
         """Stores a batched module output: one row per key along dim 0.

@@ -183,9 +183,8 @@ class CacheModuleDecorator(nn.Module):
                 "if its outputs really do not depend on them"
             )
 
-    def _cache_ids(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], cache_ids: Any) -> Any:
-        if cache_ids is not None:
-            return cache_ids
+    def _cache_ids(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        """The ids of a call without a ``cache_ids=`` keyword: from the batch dict or key_from_batch_fn."""
         if args and isinstance(args[0], Mapping) and args[0].get("cache_ids") is not None:
             return args[0]["cache_ids"]
         if self.key_from_batch_fn is not None:
@@ -200,7 +199,7 @@ class CacheModuleDecorator(nn.Module):
             return self.module(*args, **kwargs)
         if self.enforce_stateless and self.training:
             self._check_stateless()
-        keys = normalize_keys(cache_ids if cache_ids is not None else self._cache_ids(args, kwargs, None))
+        keys = normalize_keys(cache_ids if cache_ids is not None else self._cache_ids(args, kwargs))
         batch = len(keys)
         if args and type(args[0]) is torch.Tensor and args[0].dim() > 0:
             first: Optional[torch.Tensor] = args[0]

@@ -27,8 +27,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <bit>
+#include <cstdint>
 #include <string>
 
 #include "torchcachex/errors.h"
@@ -62,9 +62,9 @@ std::optional<RowLocation> KeyIndex::Find(uint64_t hash, std::string_view key,
                                           const KeyAt& key_at) const {
   if (slots_.empty()) return std::nullopt;
   const size_t mask = slots_.size() - 1;
-  const uint32_t tag = KeyIndex::TagOf(hash);
+  const uint32_t tag = TagOf(hash);
   // Terminates: the load factor keeps at least one slot empty.
-  for (size_t i = KeyIndex::HomeOf(tag, KeyIndex::CapacityBits(slots_.size()));; i = (i + 1) & mask) {
+  for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
     const Slot& slot = slots_[i];
     if (slot.segment == kEmpty) return std::nullopt;
     if (slot.tag == tag) {
@@ -79,10 +79,10 @@ void KeyIndex::Upsert(uint64_t hash, std::string_view key, RowLocation location,
   if (location.segment == kEmpty) {
     throw InvalidArgumentError("KeyIndex: segment id " + std::to_string(kEmpty) + " is reserved");
   }
-  const uint32_t tag = KeyIndex::TagOf(hash);
+  const uint32_t tag = TagOf(hash);
   if (!slots_.empty()) {
     const size_t mask = slots_.size() - 1;
-    for (size_t i = KeyIndex::HomeOf(tag, KeyIndex::CapacityBits(slots_.size()));; i = (i + 1) & mask) {
+    for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
       Slot& slot = slots_[i];
       if (slot.segment == kEmpty) break;
       if (slot.tag == tag && key_at(RowLocation{slot.segment, slot.row}) == key) {
@@ -95,7 +95,7 @@ void KeyIndex::Upsert(uint64_t hash, std::string_view key, RowLocation location,
   // `key` is absent: insert it, growing first if the load factor requires.
   if (slots_.empty() || !Fits(size_ + 1, slots_.size())) Grow(std::max(kMinCapacity, slots_.size() * 2));
   const size_t mask = slots_.size() - 1;
-  size_t i = KeyIndex::HomeOf(tag, KeyIndex::CapacityBits(slots_.size()));
+  size_t i = HomeOf(tag, CapacityBits(slots_.size()));
   while (slots_[i].segment != kEmpty) i = (i + 1) & mask;
   slots_[i] = Slot{tag, location.segment, location.row};
   ++size_;
@@ -104,13 +104,13 @@ void KeyIndex::Upsert(uint64_t hash, std::string_view key, RowLocation location,
 void KeyIndex::EraseSegment(uint32_t segment) {
   if (slots_.empty() || segment == kEmpty) return;
   const size_t mask = slots_.size() - 1;
-  const int bits = KeyIndex::CapacityBits(slots_.size());
+  const int bits = CapacityBits(slots_.size());
   // Backward-shift deletion of slot `hole`: later entries of the cluster whose
   // home does not lie cyclically in (hole, j] move back into the hole, so no
   // entry is left separated from its home by an empty slot.
   auto erase_at = [&](size_t hole) {
     for (size_t j = (hole + 1) & mask; slots_[j].segment != kEmpty; j = (j + 1) & mask) {
-      size_t home = KeyIndex::HomeOf(slots_[j].tag, bits);
+      size_t home = HomeOf(slots_[j].tag, bits);
       bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
       if (stays) continue;
       slots_[hole] = slots_[j];
@@ -145,10 +145,10 @@ void KeyIndex::Grow(size_t min_capacity) {
   AdviseHugePages(fresh.data(), capacity * sizeof(Slot));
   fresh.assign(capacity, Slot{0, kEmpty, 0});
   const size_t mask = capacity - 1;
-  const int bits = KeyIndex::CapacityBits(capacity);
+  const int bits = CapacityBits(capacity);
   for (const Slot& slot : slots_) {
     if (slot.segment == kEmpty) continue;
-    size_t i = KeyIndex::HomeOf(slot.tag, bits);
+    size_t i = HomeOf(slot.tag, bits);
     while (fresh[i].segment != kEmpty) i = (i + 1) & mask;
     fresh[i] = slot;
   }

@@ -176,7 +176,7 @@ std::tuple<GetResult, std::optional<Schema>, size_t> LookUp(PyStore& s, nb::hand
   return {std::move(result), store.schema(), batch.views.size()};
 }
 
-// get_batch's (found: bool array, leaves) tuple.
+// The general (found: bool array, leaves) result of get_batch_fast.
 nb::tuple GetResultToPython(GetResult& result, const std::optional<Schema>& schema, size_t n) {
   auto* found = new uint8_t[std::max<size_t>(n, 1)];
   std::copy(result.found.begin(), result.found.end(), found);
@@ -365,16 +365,6 @@ NB_MODULE(_core, m) {
           "leaves"_a, "output_structure"_a, "structure"_a,
           "Adopts the schema if the cache has none; raises SchemaMismatchError if it differs.")
       .def(
-          "get_batch",
-          [](PyStore& s, nb::handle keys) {
-            auto [result, schema, n] = LookUp(s, keys);
-            return GetResultToPython(result, schema, n);
-          },
-          "keys"_a,
-          "Looks up keys; returns (found: bool array, leaves) with one item per schema leaf:\n"
-          "('dense', uint8 array (B, row_bytes), shape), ('ragged', [(uint8 array, shape) | None]) or\n"
-          "('blob', [bytes | None]).")
-      .def(
           "get_batch_fast",
           [](PyStore& s, nb::handle keys) {
             auto [result, schema, n] = LookUp(s, keys);
@@ -387,9 +377,10 @@ NB_MODULE(_core, m) {
             return nb::make_tuple(false, general[0], general[1]);
           },
           "keys"_a,
-          "The all-hit fast path of get_batch: (True, uint8 array (B, row_bytes), shape) when every key\n"
-          "is found and the cache has a single tensor leaf whose found rows share one shape; otherwise\n"
-          "(False, found, leaves) exactly as get_batch returns them.")
+          "Looks up keys. (True, uint8 array (B, row_bytes), shape) when every key is found and the\n"
+          "cache has a single tensor leaf whose found rows share one shape; otherwise (False, found: bool\n"
+          "array, leaves) with one item per schema leaf: ('dense', uint8 array (B, row_bytes), shape),\n"
+          "('ragged', [(uint8 array, shape) | None]) or ('blob', [bytes | None]).")
       .def(
           "put_batch",
           [](PyStore& s, nb::handle keys, nb::handle leaves) {
