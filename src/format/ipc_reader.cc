@@ -211,7 +211,8 @@ class BatchReader {
   BatchReader(std::span<const std::byte> file, uint32_t index) : file_(file), index_(index) {}
 
   RecordBatchView Read(const std::vector<Field>& fields, int64_t block_offset,
-                       int32_t metadata_length, int64_t block_body_length) {
+                       int32_t metadata_length, int64_t block_body_length,
+                       const BodyBuffersHook& before_reading_body) {
     const fb::Table message = ReadMessage(block_offset, metadata_length);
     CheckVersion(message.Scalar<int16_t>(fbs::message::kVersion, 0, "Message.version"),
                  "record batch message");
@@ -241,6 +242,7 @@ class BatchReader {
     buffers_ = batch.GetStructVector(fbs::record_batch::kBuffers, fbs::kBufferSize,
                                      "RecordBatch.buffers");
     CheckCounts(fields);
+    if (before_reading_body) AnnounceBuffers(fields, before_reading_body);
 
     view.columns.reserve(fields.size());
     for (const Field& field : fields) view.columns.push_back(ReadColumn(field, view.num_rows));
@@ -267,6 +269,26 @@ class BatchReader {
            " does not fit its block");
     }
     return fb::Table::Root(file_.subspan(offset + prefix, flatbuffer_length), "Message");
+  }
+
+  // Calls `hook` with every buffer of the batch (CheckCounts has checked
+  // their number and bounds).
+  void AnnounceBuffers(const std::vector<Field>& fields, const BodyBuffersHook& hook) const {
+    std::vector<BodyBuffer> buffers;
+    buffers.reserve(buffers_.size());
+    uint32_t i = 0;
+    auto add = [&](const Field& field, BufferRole role) {
+      const std::byte* p = buffers_.at(i++);
+      buffers.push_back({&field, role,
+                         {body_ + Load<int64_t>(p), static_cast<size_t>(Load<int64_t>(p + 8))}});
+    };
+    for (const Field& field : fields) {
+      add(field, BufferRole::kValidity);
+      add(field, BufferRole::kOffsets);
+      if (field.type.kind == FieldType::Kind::kList) add(field, BufferRole::kChildValidity);
+      add(field, BufferRole::kValues);
+    }
+    hook(buffers);
   }
 
   void CheckCounts(const std::vector<Field>& fields) {
@@ -392,7 +414,7 @@ class BatchReader {
 
 }  // namespace
 
-ParsedSegment ParseSegment(std::span<const std::byte> file) {
+ParsedSegment ParseSegment(std::span<const std::byte> file, const BodyBuffersHook& before_reading_body) {
   // Leading "ARROW1\0\0", trailing int32 footer length and "ARROW1".
   constexpr uint64_t kTrailerSize = 4 + fbs::kMagicSize;
   const uint64_t size = file.size();
@@ -453,7 +475,7 @@ ParsedSegment ParseSegment(std::span<const std::byte> file) {
     if (claimed > limit - fbs::kPaddedMagicSize) Corrupt("record batch blocks overlap");
 
     BatchReader reader(file, i);
-    out.batches.push_back(reader.Read(out.fields, offset, metadata_length, body_length));
+    out.batches.push_back(reader.Read(out.fields, offset, metadata_length, body_length, before_reading_body));
     if (__builtin_add_overflow(out.num_rows, out.batches.back().num_rows, &out.num_rows)) {
       Corrupt("total row count overflows");
     }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -60,8 +61,27 @@ struct ParsedSegment {
   uint64_t footer_offset = 0;        // file offset where the footer flatbuffer starts
 };
 
+// The role of a buffer in its column, in Arrow IPC buffer order: validity,
+// offsets, then for list columns the child's validity and values, for
+// utf8/binary columns the value bytes.
+enum class BufferRole { kValidity, kOffsets, kChildValidity, kValues };
+
+// One buffer of a record batch body, bounds-checked, not yet read.
+struct BodyBuffer {
+  const Field* field;
+  BufferRole role;
+  std::span<const std::byte> bytes;
+};
+
+// Called by ParseSegment once per record batch, before it reads any of the
+// batch's buffers, with all of them: lets a caller reading from a cold page
+// cache prefetch the ones it will read.
+using BodyBuffersHook = std::function<void(std::span<const BodyBuffer>)>;
+
 // Parses a whole Arrow IPC file held in `file` (e.g. a memory map). The views
-// point into `file`, which must outlive the result.
-ParsedSegment ParseSegment(std::span<const std::byte> file);
+// point into `file`, which must outlive the result. Parsing reads the
+// metadata (schema, footer, messages) and the offsets buffers, which it
+// checks; never validity bitmaps or values.
+ParsedSegment ParseSegment(std::span<const std::byte> file, const BodyBuffersHook& before_reading_body = {});
 
 }  // namespace torchcachex::format

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstring>
 #include <string_view>
+#include <unordered_set>
 
 #include "format/segment_layout.h"
 #include "torchcachex/errors.h"
@@ -44,6 +45,62 @@ bool SchemaMessageDeclaresOurs(std::span<const std::byte> file) {
   return message.find(format::kSchemaMetadataKey) != std::string_view::npos;
 }
 
+// Opening a segment reads its metadata (leading schema and record batch
+// messages, trailing footer), its key column and the offsets of every
+// column, but no tensor data or blob bytes, and for files of ours no shapes
+// either: those are read when a row is first served. From a cold page cache,
+// readahead around these scattered reads would read the whole file (three
+// times the bytes needed for rows of 16 floats), so while opening readahead
+// is off and exactly these regions are prefetched, asynchronously, in one
+// request per run of nearby buffers.
+class OpenPrefetcher {
+ public:
+  explicit OpenPrefetcher(const MappedFile& mapped) : mapped_(mapped) {
+    mapped_.SetReadahead(false);
+    const std::span<const std::byte> file = mapped_.bytes();
+    constexpr size_t kMetadataBytes = size_t{8} << 10;
+    mapped_.Prefetch(file.first(std::min(file.size(), kMetadataBytes)));
+    mapped_.Prefetch(file.last(std::min(file.size(), kMetadataBytes)));
+  }
+  ~OpenPrefetcher() { mapped_.SetReadahead(true); }
+  OpenPrefetcher(const OpenPrefetcher&) = delete;
+  OpenPrefetcher& operator=(const OpenPrefetcher&) = delete;
+
+  // A ParseSegment hook: prefetches the validity and offsets buffers of a
+  // record batch, and the key bytes.
+  void BeforeReadingBody(std::span<const format::BodyBuffer> buffers) const {
+    constexpr size_t kMaxGap = size_t{16} << 10;  // nearer regions are read in one request
+    std::vector<std::span<const std::byte>> wanted;
+    for (const format::BodyBuffer& buffer : buffers) {
+      if (buffer.bytes.empty()) continue;
+      if (buffer.role == format::BufferRole::kValues && buffer.field->name != format::kKeyColumn) continue;
+      wanted.push_back(buffer.bytes);
+    }
+    std::sort(wanted.begin(), wanted.end(), [](auto a, auto b) { return a.data() < b.data(); });
+    for (size_t i = 0; i < wanted.size();) {
+      const std::byte* begin = wanted[i].data();
+      const std::byte* end = begin + wanted[i].size();
+      for (++i; i < wanted.size() && wanted[i].data() <= end + kMaxGap; ++i) {
+        end = std::max(end, wanted[i].data() + wanted[i].size());
+      }
+      mapped_.Prefetch({begin, static_cast<size_t>(end - begin)});
+    }
+  }
+
+  // Prefetches the shapes of `batches`' tensor cells (before ValidateBatch).
+  void BeforeReadingShapes(const std::vector<BatchView>& batches) const {
+    for (const BatchView& batch : batches) {
+      for (const LeafView& leaf : batch.leaves) {
+        if (leaf.shape.values == nullptr) continue;
+        mapped_.Prefetch({leaf.shape.values, static_cast<size_t>(leaf.shape.values_length) * sizeof(int64_t)});
+      }
+    }
+  }
+
+ private:
+  const MappedFile& mapped_;
+};
+
 }  // namespace
 
 
@@ -68,9 +125,12 @@ void Segment::Unmap() {
 
 void Segment::Load(const Schema& schema, bool validate_rows) {
   auto mapped = MappedFile::Open(path_);
+  const OpenPrefetcher prefetcher(*mapped);
   format::ParsedSegment parsed;
   try {
-    parsed = format::ParseSegment(mapped->bytes());
+    parsed = format::ParseSegment(mapped->bytes(), [&](std::span<const format::BodyBuffer> buffers) {
+      prefetcher.BeforeReadingBody(buffers);
+    });
   } catch (const CorruptFileError& e) {
     throw CorruptFileError(path_ + ": " + e.what());
   }
@@ -83,13 +143,9 @@ void Segment::Load(const Schema& schema, bool validate_rows) {
   std::vector<int64_t> starts;
   int64_t start = 0;
   for (const format::RecordBatchView& record_batch : parsed.batches) {
-    BatchView view = ArrangeBatch(record_batch, parsed.fields, key_column, columns, schema);
-    if (validate_rows) {
-      if (auto error = ValidateBatch(view, schema)) throw CorruptFileError(path_ + ": " + *error);
-    }
     starts.push_back(start);
-    start += view.num_rows;
-    batches.push_back(std::move(view));
+    batches.push_back(ArrangeBatch(record_batch, parsed.fields, key_column, columns, schema));
+    start += batches.back().num_rows;
   }
   if (validate_rows) {
     num_rows_ = start;
@@ -106,7 +162,17 @@ void Segment::Load(const Schema& schema, bool validate_rows) {
                                                            format::kKeysChecksumMetadataKey))) {
     throw CorruptFileError(path_ + ": the footer lacks its checksums (the file is damaged)");
   }
-  if (validate_rows) VerifyKeyChecksum(parsed, batches);
+  if (validate_rows) {
+    VerifyKeyChecksum(parsed, batches);
+    if (checksum) {
+      rows_validated_ = false;  // with the checksum, by VerifyOnce
+    } else {
+      prefetcher.BeforeReadingShapes(batches);
+      for (const BatchView& batch : batches) {
+        if (auto error = ValidateBatch(batch, schema)) throw CorruptFileError(path_ + ": " + *error);
+      }
+    }
+  }
   if (checksum) {
     expected_checksum_ = checksum;
     checksummed_bytes_ = parsed.footer_offset;
@@ -136,20 +202,24 @@ void Segment::VerifyKeyChecksum(const format::ParsedSegment& parsed,
   }
 }
 
-bool Segment::VerifyOnce(std::string* problem) const {
-  std::call_once(verify_once_, [this] {
+bool Segment::VerifyOnce(const Schema& schema, std::string* problem) const {
+  std::call_once(verify_once_, [&] {
     if (integrity_.load() != 0) return;  // MarkVerified
-    if (!expected_checksum_) {
-      integrity_.store(1);
-      return;
-    }
-    uint64_t actual = Xxh64(mapped_->bytes().first(checksummed_bytes_));
-    if (actual == *expected_checksum_) {
-      integrity_.store(1);
-    } else {
+    if (expected_checksum_ && Xxh64(mapped_->bytes().first(checksummed_bytes_)) != *expected_checksum_) {
       integrity_problem_ = path_ + ": checksum mismatch (the file is damaged); its rows will be recomputed";
       integrity_.store(2);
+      return;
     }
+    if (!rows_validated_) {
+      for (const BatchView& batch : batches_) {
+        if (auto error = ValidateBatch(batch, schema)) {
+          integrity_problem_ = path_ + ": " + *error + "; its rows will be recomputed";
+          integrity_.store(2);
+          return;
+        }
+      }
+    }
+    integrity_.store(1);
   });
   if (integrity_.load() == 2) {
     if (problem != nullptr) *problem = integrity_problem_;

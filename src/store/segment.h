@@ -13,9 +13,11 @@
 // footer: one of the key column, verified when the segment is opened (the
 // keys are read then anyway, to build the index), and one of every byte
 // before the footer, verified once, lazily, the first time a row of the
-// segment is served (VerifyOnce). Opening a cache thus reads only the
-// metadata and key columns, yet damaged bytes are never served and a damaged
-// key cannot hide a damaged segment.
+// segment is served (VerifyOnce), together with the rows' shapes. Opening a
+// cache thus reads only the metadata, key columns and offsets (see
+// OpenPrefetcher in segment.cc), yet damaged bytes are never served and a
+// damaged key cannot hide a damaged segment. Files of other tools carry no
+// checksum: their shapes are validated when they are opened.
 #pragma once
 
 #include <atomic>
@@ -37,8 +39,9 @@ namespace torchcachex {
 class Segment {
  public:
   // Maps and validates `path` against `schema`. Throws CorruptFileError
-  // (unreadable, not Arrow IPC, columns that do not match the schema, shapes
-  // inconsistent with data) or IOError. The result is mapped.
+  // (unreadable, not Arrow IPC, columns that do not match the schema, a key
+  // checksum mismatch, or for a file without checksums shapes inconsistent
+  // with data) or IOError. The result is mapped.
   static std::unique_ptr<Segment> Open(const std::string& path, uint64_t number, const Schema& schema);
 
   // Reads only the schema a segment file declares (for recovering schema.json).
@@ -84,7 +87,10 @@ class Segment {
   // mapped() on that first call). Returns false if the file is damaged, with
   // the reason in *problem. Files without a checksum (written by other tools)
   // count as intact.
-  bool VerifyOnce(std::string* problem) const;
+  // A file of ours has its rows (shapes against data) validated here too,
+  // after the checksum, rather than when opened: `schema` is the one it was
+  // opened with.
+  bool VerifyOnce(const Schema& schema, std::string* problem) const;
   // Records that the checksum is known to be good (a file this process wrote).
   void MarkVerified() const;
 
@@ -100,6 +106,7 @@ class Segment {
   std::shared_ptr<MappedFile> mapped_;
   std::optional<uint64_t> expected_checksum_;
   uint64_t checksummed_bytes_ = 0;
+  bool rows_validated_ = true;  // false: ValidateBatch is left to VerifyOnce
   std::vector<BatchView> batches_;
   std::vector<int64_t> batch_starts_;  // global row of each batch's first row
   mutable std::atomic<bool> referenced_{true};

@@ -41,6 +41,7 @@
 #include "store/hot_cache.h"
 #include "store/pending_batch.h"
 #include "store/segment.h"
+#include "store/segment_opener.h"
 #include "torchcachex/errors.h"
 #include "util/file.h"
 #include "util/hash.h"
@@ -299,43 +300,6 @@ struct Store::Impl {
 
   std::string SegmentPath(uint64_t number) const { return segments_dir + "/" + SegmentFileName(number); }
 
-  // A segment file opened by OpenSegments: the segment, or why it is unreadable.
-  struct OpenedSegment {
-    std::unique_ptr<Segment> segment;
-    std::string error;
-  };
-
-  // Opens the segment files `numbers` (schema known), on up to
-  // kOpenThreads threads: mapping, parsing and validating a file and
-  // checksumming its keys is independent per file. Errors of unreadable files
-  // are returned per file; any other exception is rethrown.
-  std::vector<OpenedSegment> OpenSegments(std::span<const uint64_t> numbers) const {
-    std::vector<OpenedSegment> opened(numbers.size());
-    std::atomic<size_t> next{0};
-    std::exception_ptr failure;
-    std::mutex failure_mu;
-    auto work = [&] {
-      for (size_t i = next++; i < numbers.size(); i = next++) {
-        try {
-          opened[i].segment = Segment::Open(SegmentPath(numbers[i]), numbers[i], *schema);
-        } catch (const Error& e) {
-          opened[i].error = e.what();
-        } catch (...) {
-          std::lock_guard lock(failure_mu);
-          if (!failure) failure = std::current_exception();
-        }
-      }
-    };
-    constexpr size_t kFilesPerThread = 64;  // fewer: not worth a thread
-    const size_t threads = std::min<size_t>(kOpenThreads, (numbers.size() + kFilesPerThread - 1) / kFilesPerThread);
-    std::vector<std::thread> helpers;
-    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
-    work();
-    for (std::thread& helper : helpers) helper.join();
-    if (failure) std::rethrow_exception(failure);
-    return opened;
-  }
-
   // Loads segment files not seen before (in number order). Caller holds mu
   // exclusively. Returns how many were loaded.
   size_t ScanSegments() {
@@ -350,40 +314,42 @@ struct Store::Impl {
       }
     }
     std::sort(numbers.begin(), numbers.end());
-    // In chunks: a chunk's files are opened (mapped and validated) by several
-    // threads, the index is grown once for all their rows, then their rows
-    // are indexed in number order (later segments win). A chunk maps at most
-    // half the mapping cap beyond it.
-    const size_t chunk = std::clamp<size_t>(options.max_mapped_segments / 2, 1, 4096);
-    size_t loaded = 0;
     size_t next = 0;
-    while (next < numbers.size()) {
-      // Until a schema is known, each file is first asked for one.
-      while (next < numbers.size() && !schema) {
-        const std::string path = SegmentPath(numbers[next]);
-        if (!LoadSchemaJson(/*warn=*/false)) RecoverSchemaFrom(path);
-        if (!schema) {
-          seen_segment_numbers.insert(numbers[next++]);
-          ++skipped_segments;
-        }
+    // Until a schema is known, each file is first asked for one.
+    while (next < numbers.size() && !schema) {
+      const std::string path = SegmentPath(numbers[next]);
+      if (!LoadSchemaJson(/*warn=*/false)) RecoverSchemaFrom(path);
+      if (!schema) {
+        seen_segment_numbers.insert(numbers[next++]);
+        ++skipped_segments;
       }
-      const size_t end = std::min(numbers.size(), next + chunk);
-      std::vector<OpenedSegment> opened = OpenSegments(std::span(numbers).subspan(next, end - next));
-      size_t rows = 0;
-      for (const OpenedSegment& o : opened) rows += o.segment ? static_cast<size_t>(o.segment->num_rows()) : 0;
-      index.Reserve(index.size() + rows);
-      for (size_t i = 0; i < opened.size(); ++i) {
-        if (!opened[i].segment) {
-          seen_segment_numbers.insert(numbers[next + i]);
-          ++skipped_segments;
-          Warn("skipping unreadable segment (its rows will be recomputed): " + opened[i].error);
-          continue;
-        }
-        AddSegment(std::move(opened[i].segment));
-        EvictToCap();
-        ++loaded;
+    }
+    // Helper threads open (map, parse, validate) the files while this thread
+    // indexes the earlier ones in number order (later segments win). At most
+    // half the mapping cap is opened ahead.
+    const std::span<const uint64_t> rest = std::span(numbers).subspan(next);
+    constexpr size_t kFilesPerThread = 64;  // fewer: not worth a thread
+    SegmentOpener opener(rest.size(),
+                         std::min(kOpenThreads, (rest.size() + kFilesPerThread - 1) / kFilesPerThread),
+                         std::clamp<size_t>(options.max_mapped_segments / 2, 1, 4096),
+                         [&](size_t i) { return Segment::Open(SegmentPath(rest[i]), rest[i], *schema); });
+    size_t loaded = 0;
+    for (size_t i = 0; i < rest.size(); ++i) {
+      SegmentOpener::Opened opened = opener.Next();
+      if (!opened.segment) {
+        seen_segment_numbers.insert(rest[i]);
+        ++skipped_segments;
+        Warn("skipping unreadable segment (its rows will be recomputed): " + opened.error);
+        continue;
       }
-      next = end;
+      // Room for this file's rows and, estimated from the files opened so
+      // far, those still to come: the index grows once instead of doubling
+      // (a rehash of every entry) again and again.
+      const auto to_come = static_cast<size_t>(opener.AverageRows() * static_cast<double>(rest.size() - i - 1));
+      index.Reserve(index.size() + static_cast<size_t>(opened.segment->num_rows()) + to_come);
+      AddSegment(std::move(opened.segment));
+      EvictToCap();
+      ++loaded;
     }
     trusted_dir_mtime = (WallNowNs() - mtime > kMtimeSettleNs) ? mtime : -1;
     return loaded;
@@ -634,7 +600,7 @@ struct Store::Impl {
       if (auto loc = index.Find(hash, key, key_at)) {
         const Segment& segment = *segments[loc->segment];
         std::string problem;
-        if (segment.VerifyOnce(&problem)) {
+        if (segment.VerifyOnce(*schema, &problem)) {
           auto [batch, row] = segment.Locate(loc->row);
           found.batch = batch;
           found.row = row;

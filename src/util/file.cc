@@ -67,6 +67,19 @@ std::shared_ptr<MappedFile> MappedFile::Open(const std::string& path) {
   return std::shared_ptr<MappedFile>(new MappedFile(data, size));
 }
 
+void MappedFile::SetReadahead(bool enabled) const {
+  if (data_ == nullptr) return;
+  ::madvise(const_cast<std::byte*>(data_), size_, enabled ? MADV_NORMAL : MADV_RANDOM);
+}
+
+void MappedFile::Prefetch(std::span<const std::byte> bytes) const {
+  if (bytes.empty()) return;
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(bytes.data()) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(bytes.data() + bytes.size());
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
 }

@@ -23,6 +23,17 @@ class MappedFile {
 
   std::span<const std::byte> bytes() const { return {data_, size_}; }
 
+  // Access hints (madvise); they never change the bytes read, only what the
+  // kernel reads from disk around a page fault. Failures are ignored.
+  //
+  // SetReadahead(false): a fault reads only the faulting page. For reading a
+  // few scattered regions of a file whose pages are not cached, together with
+  // Prefetch of those regions. SetReadahead(true) restores the default.
+  void SetReadahead(bool enabled) const;
+  // Starts reading the pages covering `bytes` (a subrange of bytes()) into
+  // the page cache without waiting for them.
+  void Prefetch(std::span<const std::byte> bytes) const;
+
  private:
   MappedFile(const std::byte* data, size_t size) : data_(data), size_(size) {}
   const std::byte* data_;

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cstdio>
+#include <cstring>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +18,7 @@
 
 #include "torchcachex/errors.h"
 #include "torchcachex/store.h"
+#include "util/hash.h"
 
 namespace torchcachex {
 namespace {
@@ -77,6 +81,77 @@ TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
   auto warnings = store->TakeWarnings();
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("lacks its checksums"), std::string::npos) << warnings[0];
+  EXPECT_EQ(store->GetStats().skipped_segments, 1u);
+  store.reset();
+  fs::remove_all(dir);
+}
+
+// A file of ours has its shapes validated with its checksum, when a row is
+// first served, not when it is opened (opening reads only keys and offsets).
+// A shape that disagrees with the data must still never be served, even with
+// checksums that match (a writer bug rather than damage).
+TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatchingChecksums) {
+  std::string tmpl = (fs::temp_directory_path() / "tcx_segment_shape_XXXXXX").string();
+  const std::string dir = ::mkdtemp(tmpl.data());
+  Schema schema;
+  schema.output_structure = "tensor";
+  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
+  std::vector<std::string> keys;
+  std::vector<std::string_view> views;
+  std::vector<float> values;
+  for (int k = 0; k < 8; ++k) {
+    keys.push_back("sample_" + std::to_string(k));
+    for (int j = 0; j < 4; ++j) values.push_back(static_cast<float>(k * 1000 + j));
+  }
+  for (const auto& key : keys) views.push_back(key);
+  LeafRows leaf;
+  leaf.is_dense = true;
+  leaf.base = reinterpret_cast<const std::byte*>(values.data());
+  leaf.row_bytes = leaf.row_stride = 4 * sizeof(float);
+  leaf.shape = {4};
+  {
+    auto store = Store::Open(dir, "m_v1", {});
+    store->EnsureSchema(schema);
+    store->Put(views, std::span(&leaf, 1));
+    store->Flush();
+  }
+  const std::string segment = dir + "/m_v1/segments/segment_0.arrow";
+  std::string bytes = ReadAll(segment);
+  auto checksum_hex = [&] {
+    int32_t footer_length;
+    std::memcpy(&footer_length, bytes.data() + bytes.size() - 10, 4);
+    const size_t footer_offset = bytes.size() - 10 - static_cast<size_t>(footer_length);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(Xxh64(std::as_bytes(
+                                                  std::span(bytes.data(), footer_offset)))));
+    return std::string(hex);
+  };
+  const std::string old_checksum = checksum_hex();
+  // The shape column: eight int64 4s. Row 3 claims 5 elements; it holds 4.
+  std::string shapes;
+  for (int k = 0; k < 8; ++k) {
+    const int64_t four = 4;
+    shapes.append(reinterpret_cast<const char*>(&four), 8);
+  }
+  const size_t at = bytes.find(shapes);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 3 * 8] = 5;
+  const std::string new_checksum = checksum_hex();
+  const size_t recorded = bytes.rfind(old_checksum);
+  ASSERT_NE(recorded, std::string::npos);
+  bytes.replace(recorded, new_checksum.size(), new_checksum);
+  std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto store = Store::Open(dir, "m_v1", {});
+  EXPECT_TRUE(store->TakeWarnings().empty());  // opened: keys and checksums agree
+  EXPECT_EQ(store->GetStats().skipped_segments, 0u);
+  GetResult result = store->GetBatch(views);
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(result.found[i]) << i;
+  auto warnings = store->TakeWarnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("row 3 of column 'data' holds 4 elements but its shape needs 5"),
+            std::string::npos)
+      << warnings[0];
   EXPECT_EQ(store->GetStats().skipped_segments, 1u);
   store.reset();
   fs::remove_all(dir);
