@@ -18,7 +18,7 @@
 //   - size_ <= 0.8 * slots_.size();
 //   - for every occupied slot i with home h, slots h, h+1, ..., i (cyclic)
 //     are all occupied (no hole between an entry and its home), which is
-//     what lets Find stop at the first empty slot; EraseSegment keeps it by
+//     what lets Find stop at the first empty slot; the erasures keep it by
 //     backward-shift deletion;
 //   - each key appears at most once (Upsert replaces in place).
 
@@ -101,29 +101,42 @@ void KeyIndex::Upsert(uint64_t hash, std::string_view key, RowLocation location,
   ++size_;
 }
 
-void KeyIndex::EraseSegment(uint32_t segment) {
-  if (slots_.empty() || segment == kEmpty) return;
+void KeyIndex::EraseAt(size_t hole) {
   const size_t mask = slots_.size() - 1;
   const int bits = CapacityBits(slots_.size());
-  // Backward-shift deletion of slot `hole`: later entries of the cluster whose
-  // home does not lie cyclically in (hole, j] move back into the hole, so no
-  // entry is left separated from its home by an empty slot.
-  auto erase_at = [&](size_t hole) {
-    for (size_t j = (hole + 1) & mask; slots_[j].segment != kEmpty; j = (j + 1) & mask) {
-      size_t home = HomeOf(slots_[j].tag, bits);
-      bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
-      if (stays) continue;
-      slots_[hole] = slots_[j];
-      hole = j;
-    }
-    slots_[hole].segment = kEmpty;
-    --size_;
-  };
+  for (size_t j = (hole + 1) & mask; slots_[j].segment != kEmpty; j = (j + 1) & mask) {
+    size_t home = HomeOf(slots_[j].tag, bits);
+    bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (stays) continue;
+    slots_[hole] = slots_[j];
+    hole = j;
+  }
+  slots_[hole].segment = kEmpty;
+  --size_;
+}
+
+void KeyIndex::EraseSegment(uint32_t segment) {
+  if (slots_.empty() || segment == kEmpty) return;
   // Entries only ever move backwards into a hole at or after `i` in the
   // cluster being repaired, or within the wrapped prefix already scanned
   // (whose remaining entries are not in `segment`), so one pass suffices.
   for (size_t i = 0; i < slots_.size(); ++i) {
-    while (slots_[i].segment == segment) erase_at(i);
+    while (slots_[i].segment == segment) EraseAt(i);
+  }
+}
+
+bool KeyIndex::EraseIfIn(uint64_t hash, std::string_view key, uint32_t segment, const KeyAt& key_at) {
+  if (slots_.empty()) return false;
+  const size_t mask = slots_.size() - 1;
+  const uint32_t tag = TagOf(hash);
+  for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
+    const Slot& slot = slots_[i];
+    if (slot.segment == kEmpty) return false;
+    if (slot.tag == tag && key_at(RowLocation{slot.segment, slot.row}) == key) {
+      if (slot.segment != segment) return false;
+      EraseAt(i);
+      return true;
+    }
   }
 }
 

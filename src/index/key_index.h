@@ -64,6 +64,17 @@ class KeyIndex {
   // dropped). O(capacity).
   void EraseSegment(uint32_t segment);
 
+  // Removes `key` if its location is in `segment`; returns whether it did.
+  bool EraseIfIn(uint64_t hash, std::string_view key, uint32_t segment, const KeyAt& key_at);
+
+  // Calls f(location) for every entry, in no particular order.
+  template <class F>
+  void ForEach(F f) const {
+    for (const Slot& slot : slots_) {
+      if (slot.segment != kEmpty) f(RowLocation{slot.segment, slot.row});
+    }
+  }
+
   // Makes room for `entries` entries without rehashing.
   void Reserve(size_t entries);
 
@@ -88,6 +99,10 @@ class KeyIndex {
   }
   static int CapacityBits(size_t capacity) { return std::countr_zero(capacity); }
   void Grow(size_t min_capacity);
+  // Empties occupied slot `hole` by backward-shift deletion: later entries of
+  // its cluster whose home does not lie cyclically in (hole, j] move back, so
+  // no entry is left separated from its home by an empty slot.
+  void EraseAt(size_t hole);
   std::vector<Slot> slots_;  // capacity is a power of two (or 0)
   size_t size_ = 0;
 };

@@ -40,6 +40,12 @@ class PendingBatch {
   void Reserve(size_t rows, size_t key_bytes, std::span<const LeafRows> leaves, size_t i);
 
   int64_t num_rows() const { return num_rows_; }
+  // The key of `row` (< num_rows()), from the current buffers (no
+  // UpdateView needed). Valid until the next Append or Clear.
+  std::string_view KeyOf(int64_t row) const {
+    return {reinterpret_cast<const char*>(key_chars_.data()) + key_offsets_[row],
+            static_cast<size_t>(key_offsets_[row + 1] - key_offsets_[row])};
+  }
   size_t bytes() const { return bytes_; }
 
   // Would appending `row_bytes` more bytes/elements overflow int32 offsets?

@@ -10,10 +10,12 @@
 // `write_mu` serializes writers in synchronous mode (lock order: write_mu, then mu).
 //
 // Invariants:
-//  - `pending` maps a key to its newest unwritten row; that row lives in
-//    `active` or in `sealed`. When a sealed batch is published its rows move
-//    to the index and their `pending` entries (if still pointing at that
-//    batch) are erased.
+//  - `pending` maps a key to its newest unwritten row, as RowLocation{serial
+//    of its pending batch, row}; that row lives in `active` or in `sealed`.
+//    Serials are taken in activation order (31 bits, wrapping), so those of
+//    `sealed` are consecutive and end just before `active_serial`. When a
+//    sealed batch is published its rows move to the index and their
+//    `pending` entries (if still in that batch) are erased.
 //  - `index` maps a key to its newest row in `segments` (later segments, and
 //    later rows within a segment, win).
 //  - `sealed` is oldest first. Its batches may be written in any order and
@@ -92,11 +94,6 @@ void ValidateModuleId(const std::string& id) {
   }
 }
 
-struct TransparentHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return static_cast<size_t>(HashKey(s)); }
-};
-
 uint64_t NumElements(const std::vector<int64_t>& shape) {
   uint64_t n = 1;
   for (int64_t d : shape) {
@@ -114,10 +111,6 @@ std::string StripTrailingSlashes(std::string path) {
 }  // namespace
 
 struct Store::Impl {
-  struct PendingRef {
-    std::shared_ptr<PendingBatch> batch;
-    int64_t row;
-  };
   // Where a looked-up key's row is.
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
@@ -150,6 +143,7 @@ struct Store::Impl {
   // written and waiting for the batches before it to be published.
   struct SealedBatch {
     std::shared_ptr<PendingBatch> batch;
+    uint32_t serial = 0;               // see `pending`
     std::optional<uint64_t> number;    // its segment number, fixed at the first claim
     bool claimed = false;              // a writer is writing it now
     std::unique_ptr<Segment> written;  // written, not yet published
@@ -157,7 +151,22 @@ struct Store::Impl {
   // Elements are only popped once written, so a claimed element's address
   // stays valid while its writer runs with mu released.
   std::deque<SealedBatch> sealed;
-  std::unordered_map<std::string, PendingRef, TransparentHash, std::equal_to<>> pending;
+  // Pending rows by key (see the invariants above). Its KeyAt reads keys
+  // from the pending batches, so it stores no key and allocates nothing per
+  // row.
+  KeyIndex pending;
+  static constexpr uint32_t kSerialMask = 0x7FFFFFFFu;  // never KeyIndex's empty marker
+  uint32_t active_serial = 0;  // serial of `active`
+  uint32_t next_serial = 0;    // serial of the next active batch
+  const KeyIndex::KeyAt pending_key_at = [this](RowLocation loc) {
+    return PendingBatchOf(loc.segment).KeyOf(loc.row);
+  };
+
+  // The pending batch (active or sealed) with `serial`. mu held.
+  const PendingBatch& PendingBatchOf(uint32_t serial) const {
+    if (active && serial == active_serial) return *active;
+    return *sealed[(serial - sealed.front().serial) & kSerialMask].batch;
+  }
   int64_t trusted_dir_mtime = -1;  // segments dir mtime known to be fully scanned
 
   // Writer state (guarded by mu).
@@ -423,7 +432,9 @@ struct Store::Impl {
   void SealActive() {
     if (!active || active->num_rows() == 0) return;
     active->UpdateView();
-    sealed.emplace_back().batch = std::move(active);
+    SealedBatch& entry = sealed.emplace_back();
+    entry.batch = std::move(active);
+    entry.serial = active_serial;
     active.reset();
     ++sealed_total;
   }
@@ -455,14 +466,16 @@ struct Store::Impl {
     return segment;
   }
 
-  // Makes a written batch visible through the index. Caller holds mu exclusively.
-  void Publish(const std::shared_ptr<PendingBatch>& batch, std::unique_ptr<Segment> segment) {
-    AddSegment(std::move(segment));
+  // Makes the written batch at the front of `sealed` visible through the
+  // index and drops its `pending` entries; the caller then pops it (not
+  // before: pending keys are read through it). Caller holds mu exclusively.
+  void Publish(SealedBatch& front) {
+    AddSegment(std::move(front.written));
     EvictToCap();
-    const BatchView& view = batch->view();
-    for (int64_t row = 0; row < view.num_rows; ++row) {
-      auto it = pending.find(KeyAt(view, row));
-      if (it != pending.end() && it->second.batch == batch) pending.erase(it);
+    const PendingBatch& batch = *front.batch;
+    for (int64_t row = 0; row < batch.num_rows(); ++row) {
+      const std::string_view key = batch.KeyOf(row);
+      pending.EraseIfIn(HashKey(key), key, front.serial, pending_key_at);
     }
     ++published_total;
     cv.notify_all();
@@ -503,15 +516,15 @@ struct Store::Impl {
     if (error) return error;
     entry->written = std::move(segment);
     while (!sealed.empty() && sealed.front().written) {
-      SealedBatch front = std::move(sealed.front());
+      Publish(sealed.front());
+      std::shared_ptr<PendingBatch> batch = std::move(sealed.front().batch);
       sealed.pop_front();
-      Publish(front.batch, std::move(front.written));
       // Nothing refers to a published batch any more (its pending entries are
       // gone and lookups hold mu): keep its buffers for the next active batch,
       // whose pages are then already faulted in.
-      if (front.batch.use_count() == 1 && front.batch->bytes() <= kMaxSpareBatchBytes) {
-        front.batch->Clear();
-        spare = std::move(front.batch);
+      if (batch.use_count() == 1 && batch->bytes() <= kMaxSpareBatchBytes) {
+        batch->Clear();
+        spare = std::move(batch);
       }
     }
     return nullptr;
@@ -581,18 +594,20 @@ struct Store::Impl {
   // NeedsMapping is thrown if a needed segment is unmapped). Rows of damaged
   // segments are reported once and treated as missing.
   Found Find(std::string_view key, std::vector<HotCache::Row>* hot_rows, bool exclusive) {
-    return Find(key, index.size() > 0 ? HashKey(key) : 0, hot_rows, KeyAtFn(exclusive));
+    return Find(key, NeedsHash() ? HashKey(key) : 0, hot_rows, KeyAtFn(exclusive));
   }
 
-  // Find with the key's hash computed (only used when the index is not empty).
+  // Whether Find uses the key's hash (an empty store does not need it).
+  bool NeedsHash() const { return index.size() > 0 || pending.size() > 0; }
+
+  // Find with the key's hash computed (only used if NeedsHash()).
   Found Find(std::string_view key, uint64_t hash, std::vector<HotCache::Row>* hot_rows,
              const KeyIndex::KeyAt& key_at) {
     Found found;
-    if (!pending.empty()) {
-      auto it = pending.find(key);
-      if (it != pending.end()) {
-        found.batch = &it->second.batch->view();
-        found.row = it->second.row;
+    if (pending.size() > 0) {
+      if (auto loc = pending.Find(hash, key, pending_key_at)) {
+        found.batch = &PendingBatchOf(loc->segment).view();
+        found.row = loc->row;
         return found;
       }
     }
@@ -662,7 +677,7 @@ struct Store::Impl {
     const KeyIndex::KeyAt key_at = KeyAtFn(exclusive);
     if (index.size() < kPipelineMinEntries) {  // small: everything is in cache anyway
       for (size_t i = 0; i < n; ++i) {
-        found[i] = Find(keys[i], index.size() > 0 ? HashKey(keys[i]) : 0, &hot_rows, key_at);
+        found[i] = Find(keys[i], NeedsHash() ? HashKey(keys[i]) : 0, &hot_rows, key_at);
         result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
       }
     } else {
@@ -866,9 +881,10 @@ struct Store::Impl {
   size_t DistinctKeys() {
     size_t count = index.size();
     KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
-    for (const auto& [key, ref] : pending) {
+    pending.ForEach([&](RowLocation loc) {
+      const std::string_view key = PendingBatchOf(loc.segment).KeyOf(loc.row);
       if (!index.Find(HashKey(key), key, key_at)) ++count;
-    }
+    });
     return count + hot.size();  // hot rows exist only in stores that do not persist
   }
 };
@@ -981,17 +997,15 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
     if (!s.active) {
       s.active = s.spare ? std::move(s.spare) : std::make_shared<PendingBatch>(*s.schema);
+      s.active_serial = s.next_serial;
+      s.next_serial = (s.next_serial + 1) & Impl::kSerialMask;
       // Size the buffers for a full batch of rows like this one.
       size_t rows = std::min(s.options.flush_every, s.options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
       s.active->Reserve(rows, keys[i].size(), leaves, i);
     }
-    int64_t row = s.active->Append(keys[i], leaves, i);
-    auto it = s.pending.find(keys[i]);
-    if (it == s.pending.end()) {
-      s.pending.emplace(std::string(keys[i]), Impl::PendingRef{s.active, row});
-    } else {
-      it->second = Impl::PendingRef{s.active, row};
-    }
+    const int64_t row = s.active->Append(keys[i], leaves, i);
+    s.pending.Upsert(HashKey(keys[i]), keys[i], RowLocation{s.active_serial, static_cast<uint32_t>(row)},
+                     s.pending_key_at);
     if (static_cast<size_t>(s.active->num_rows()) >= s.options.flush_every ||
         s.active->bytes() >= s.options.max_pending_bytes) {
       s.SealActive();

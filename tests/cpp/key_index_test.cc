@@ -187,7 +187,7 @@ TEST(KeyIndexTest, DistinctHashesWithEqualTags) {
   }
 }
 
-// Random Upsert/EraseSegment/Find against std::unordered_map, with a weak
+// Random Upsert/EraseSegment/EraseIfIn/Find against std::unordered_map, with a weak
 // hash (few distinct values) so that long clusters with mixed homes form and
 // backward-shift deletion is exercised across the table's wrap-around.
 TEST(KeyIndexTest, MatchesReferenceModelUnderChurn) {
@@ -209,6 +209,13 @@ TEST(KeyIndexTest, MatchesReferenceModelUnderChurn) {
         uint32_t segment = static_cast<uint32_t>(rng() % kSegments);
         index.EraseSegment(segment);
         std::erase_if(model, [&](const auto& kv) { return kv.second.segment == segment; });
+      } else if (op < 12) {
+        std::string key = "key" + std::to_string(rng() % 3000);
+        uint32_t segment = static_cast<uint32_t>(rng() % kSegments);
+        auto it = model.find(key);
+        const bool in_segment = it != model.end() && it->second.segment == segment;
+        ASSERT_EQ(index.EraseIfIn(hash_of(key), key, segment, key_at), in_segment) << key;
+        if (in_segment) model.erase(it);
       } else {
         std::string key = "key" + std::to_string(rng() % 3000);
         RowLocation loc = segments.Append(static_cast<uint32_t>(rng() % kSegments), key);
@@ -217,6 +224,9 @@ TEST(KeyIndexTest, MatchesReferenceModelUnderChurn) {
       }
       if (step % 1000 == 999) {
         ASSERT_EQ(index.size(), model.size());
+        size_t visited = 0;
+        index.ForEach([&](RowLocation) { ++visited; });
+        ASSERT_EQ(visited, model.size());
         for (int k = 0; k < 3000; ++k) {
           std::string key = "key" + std::to_string(k);
           auto it = model.find(key);
