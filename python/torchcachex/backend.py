@@ -894,26 +894,31 @@ class ArrowIPCCacheBackend:
         ``(B, *shape)`` CPU tensor directly (zero-copy from the engine's buffer);
         otherwise the :class:`CachedBatch` that :meth:`lookup_batch` returns."""
         keys, hit, first, second = self._look_up(keys)
-        if hit:
+        if hit and first.size > 0 and first.flags.writeable:
             dtype = self._layout.single_tensor_dtype
-            if dtype is not None and first.shape[1] == math.prod(second) * dtype.itemsize > 0 \
-                    and first.flags.writeable:
-                return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
+            if dtype is not None:
+                if first.dtype != np.uint8 or first.ndim != 2 or dtype is torch.uint8:
+                    return torch.from_numpy(first)  # typed by the engine: (B, *shape) of dtype
+                if first.shape[1] == math.prod(second) * dtype.itemsize:
+                    return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
         return self._cached_batch(len(keys), hit, first, second)
 
     def _look_up(self, keys: Any) -> Tuple[Keys, bool, Any, Any]:
         """One engine lookup: ``(keys, hit, first, second)`` as ``_core.Store.get_batch_fast``
         returns them, with the layout loaded once the cache has a schema."""
         keys = normalize_keys(keys)
-        hit, first, second = self._store.get_batch_fast(keys.values)
+        hit, first, second, messages = self._store.get_batch_fast(keys.values)
         if self._layout is None and (hit or second):
             self._load_layout()
-        self._emit_warnings()
+        if messages:
+            self._warn(messages)
         return keys, hit, first, second
 
     def _cached_batch(self, batch: int, hit: bool, first: Any, second: Any) -> CachedBatch:
         """The :class:`CachedBatch` of a ``_look_up`` result."""
         if hit:  # every key found, one dense leaf: first = rows, second = row shape
+            if first.dtype != np.uint8 or first.ndim != 2:  # typed (B, *shape): its bytes, (B, row_bytes)
+                first = first.reshape(batch, -1).view(np.uint8)
             return CachedBatch(self, self._layout, np.ones(batch, dtype=bool), [("dense", first, second)])
         return CachedBatch(self, self._layout if second else None, np.asarray(first, dtype=bool), second)
 
@@ -1017,8 +1022,12 @@ class ArrowIPCCacheBackend:
         return dict(self._store.stats())
 
     def _emit_warnings(self) -> None:
-        for message in self._store.take_warnings():
-            warnings.warn(f"torchcachex: {message}", RuntimeWarning, stacklevel=3)
+        self._warn(self._store.take_warnings())
+
+    @staticmethod
+    def _warn(messages: Sequence[str]) -> None:
+        for message in messages:
+            warnings.warn(f"torchcachex: {message}", RuntimeWarning, stacklevel=4)
 
     def __len__(self) -> int:
         return len(self._store)

@@ -210,15 +210,17 @@ class CacheModuleDecorator(nn.Module):
                 f"got {batch} cache ids for a batch of {first.shape[0]} samples (dim 0 of the "
                 "first input tensor); pass exactly one id per sample"
             )
-        device = first.device if first is not None else self.map_location_on_read
         if batch == 0:
             with torch.no_grad():
                 return self.module(*args, **kwargs)
 
         cached = self.cache_backend.lookup_fast(keys)
+        if type(cached) is torch.Tensor and first is not None and first.is_cpu:
+            # All hits of a single-tensor output for a CPU batch (the common
+            # case): one zero-copy tensor, no module call, no per-sample work.
+            return cached
+        device = first.device if first is not None else self.map_location_on_read
         if type(cached) is torch.Tensor:
-            # All hits of a single-tensor output (the common case): one
-            # zero-copy tensor, no module call, no per-sample work.
             return _to_device(cached, device)
         if np.count_nonzero(cached.found) == batch:
             return cached.output(device)

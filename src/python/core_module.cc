@@ -138,6 +138,44 @@ nb::object DenseToPython(LeafResult& leaf, size_t n) {
       nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(reinterpret_cast<uint8_t*>(data), 2, shape, owner));
 }
 
+// The numpy dtype laid out like `dtype` that torch.from_numpy maps back to
+// it; nullopt where numpy has none (bfloat16, float8, complex32) or torch
+// supports it only partly (unsigned integers wider than 8 bits).
+std::optional<nb::dlpack::dtype> NumpyDTypeOf(DType dtype) {
+  using Code = nb::dlpack::dtype_code;
+  auto make = [](Code code, int bits) {
+    return nb::dlpack::dtype{static_cast<uint8_t>(code), static_cast<uint8_t>(bits), 1};
+  };
+  switch (dtype) {
+    case DType::kFloat16: return make(Code::Float, 16);
+    case DType::kFloat32: return make(Code::Float, 32);
+    case DType::kFloat64: return make(Code::Float, 64);
+    case DType::kInt8: return make(Code::Int, 8);
+    case DType::kInt16: return make(Code::Int, 16);
+    case DType::kInt32: return make(Code::Int, 32);
+    case DType::kInt64: return make(Code::Int, 64);
+    case DType::kUInt8: return make(Code::UInt, 8);
+    case DType::kBool: return make(Code::Bool, 8);
+    case DType::kComplex64: return make(Code::Complex, 64);
+    case DType::kComplex128: return make(Code::Complex, 128);
+    default: return std::nullopt;
+  }
+}
+
+// The dense rows of a tensor leaf of `dtype` as a (n, *shape) numpy array of
+// that dtype (zero-copy), or where numpy lacks the dtype as DenseToPython's
+// (n, row_bytes) uint8 array.
+nb::object TypedDenseToPython(LeafResult& leaf, DType dtype, size_t n) {
+  const std::optional<nb::dlpack::dtype> numpy_dtype = NumpyDTypeOf(dtype);
+  if (!numpy_dtype) return DenseToPython(leaf, n);
+  std::byte* data = leaf.dense.get();
+  auto* holder = new OutputBuffer(std::move(leaf.dense));  // released (to the pool) with the array
+  nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<OutputBuffer*>(p); });
+  std::vector<size_t> shape{n};
+  for (int64_t d : leaf.shape) shape.push_back(static_cast<size_t>(d));
+  return nb::cast(nb::ndarray<nb::numpy>(data, shape.size(), shape.data(), owner, nullptr, *numpy_dtype));
+}
+
 nb::object LeafToPython(LeafResult& leaf, LeafKind kind, size_t n) {
   if (leaf.is_dense) return nb::make_tuple("dense", DenseToPython(leaf, n), FromShape(leaf.shape));
   nb::list rows;
@@ -200,6 +238,15 @@ nb::str MessageToPython(std::string_view message) {
                                         "backslashreplace");
   if (text == nullptr) throw nb::python_error();
   return nb::steal<nb::str>(text);
+}
+
+// The store's warnings as a list, or None if there are none.
+nb::object WarningsToPython(Store& store) {
+  std::vector<std::string> warnings = store.TakeWarnings();
+  if (warnings.empty()) return nb::none();
+  nb::list out;
+  for (const std::string& message : warnings) out.append(MessageToPython(message));
+  return out;
 }
 
 nb::object SchemaToPython(const std::optional<Schema>& schema) {
@@ -368,19 +415,24 @@ NB_MODULE(_core, m) {
           "get_batch_fast",
           [](PyStore& s, nb::handle keys) {
             auto [result, schema, n] = LookUp(s, keys);
+            nb::object warnings = WarningsToPython(s.get());
             const bool all_found = std::find(result.found.begin(), result.found.end(), 0) == result.found.end();
             if (all_found && n > 0 && result.leaves.size() == 1 && result.leaves[0].is_dense) {
               LeafResult& leaf = result.leaves[0];
-              return nb::make_tuple(true, DenseToPython(leaf, n), FromShape(leaf.shape));
+              return nb::make_tuple(true, TypedDenseToPython(leaf, schema->leaves[0].dtype, n),
+                                    FromShape(leaf.shape), warnings);
             }
             nb::tuple general = GetResultToPython(result, schema, n);
-            return nb::make_tuple(false, general[0], general[1]);
+            return nb::make_tuple(false, general[0], general[1], warnings);
           },
           "keys"_a,
-          "Looks up keys. (True, uint8 array (B, row_bytes), shape) when every key is found and the\n"
-          "cache has a single tensor leaf whose found rows share one shape; otherwise (False, found: bool\n"
-          "array, leaves) with one item per schema leaf: ('dense', uint8 array (B, row_bytes), shape),\n"
-          "('ragged', [(uint8 array, shape) | None]) or ('blob', [bytes | None]).")
+          "Looks up keys. (True, rows, shape, warnings) when every key is found and the cache has a\n"
+          "single tensor leaf whose found rows share one shape: rows is a (B, *shape) array of the leaf's\n"
+          "dtype, or a (B, row_bytes) uint8 array where numpy has no such dtype (bfloat16, float8,\n"
+          "complex32, uint16/32/64). Otherwise (False, found: bool array, leaves, warnings) with one item\n"
+          "per schema leaf: ('dense', uint8 array (B, row_bytes), shape), ('ragged', [(uint8 array,\n"
+          "shape) | None]) or ('blob', [bytes | None]). warnings: the store's new warnings (as\n"
+          "take_warnings), or None.")
       .def(
           "put_batch",
           [](PyStore& s, nb::handle keys, nb::handle leaves) {

@@ -40,6 +40,9 @@ def test_every_dtype_round_trips_bit_exactly_across_a_restart(make_backend, dtyp
     cached = reopened.lookup_batch([5, 0, 3])
     assert cached.all_found
     assert bits_equal(cached.output(), batch[[5, 0, 3]])
+    fast = reopened.lookup_fast([5, 0, 3])  # the decorator's all-hit path: one tensor
+    assert type(fast) is torch.Tensor and fast.dtype == dtype
+    assert bits_equal(fast, batch[[5, 0, 3]])
 
 
 def test_float_nan_payloads_survive(make_backend):
@@ -341,6 +344,18 @@ def test_lookup_fast_returns_the_tensor_itself_when_every_key_is_cached(make_bac
     backend.close()
     reopened = make_backend()  # served from the segment on disk, not pending rows
     assert bits_equal(reopened.lookup_fast([13, 11]), features[[3, 1]])
+
+
+@pytest.mark.parametrize("row_shape", [(), (7,), (2, 3, 4)], ids=str)
+def test_lookup_fast_keeps_the_row_shape(make_backend, row_shape):
+    features = random_tensor(torch.float16, 4, *row_shape)
+    backend = make_backend()
+    backend.put_batch_outputs([0, 1, 2, 3], features)
+    got = backend.lookup_fast([3, 1])
+    assert type(got) is torch.Tensor and got.shape == (2, *row_shape)
+    assert bits_equal(got, features[[3, 1]])
+    got[0].zero_()  # the result is the caller's own: writable, and the cache is unchanged
+    assert bits_equal(backend.lookup_fast([3]), features[[3]])
 
 
 def test_lookup_fast_falls_back_to_a_cached_batch_on_misses_and_structured_outputs(make_backend):
