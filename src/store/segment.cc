@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
 #include <cstring>
 #include <string_view>
-#include <unordered_set>
+#include <vector>
 
 #include "format/segment_layout.h"
 #include "torchcachex/errors.h"
@@ -80,7 +81,7 @@ class OpenPrefetcher {
     for (size_t i = 0; i < wanted.size();) {
       const std::byte* begin = wanted[i].data();
       const std::byte* end = begin + wanted[i].size();
-      for (++i; i < wanted.size() && wanted[i].data() <= end + kMaxGap; ++i) {
+      for (++i; i < wanted.size() && wanted[i].data() - end <= static_cast<std::ptrdiff_t>(kMaxGap); ++i) {
         end = std::max(end, wanted[i].data() + wanted[i].size());
       }
       mapped_.Prefetch({begin, static_cast<size_t>(end - begin)});
