@@ -30,9 +30,9 @@ std::string ReadAll(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
-  std::string tmpl = (fs::temp_directory_path() / "tcx_segment_damage_XXXXXX").string();
-  const std::string dir = ::mkdtemp(tmpl.data());
+// Writes one segment of 8 rows, keys "sample_<k>" -> 4 floats k * 1000 + j,
+// into cache `dir`, module "m_v1". Returns the keys.
+std::vector<std::string> WriteEightRows(const std::string& dir) {
   Schema schema;
   schema.output_structure = "tensor";
   schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
@@ -49,12 +49,18 @@ TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
   leaf.base = reinterpret_cast<const std::byte*>(values.data());
   leaf.row_bytes = leaf.row_stride = 4 * sizeof(float);
   leaf.shape = {4};
-  {
-    auto store = Store::Open(dir, "m_v1", {});
-    store->EnsureSchema(schema);
-    store->Put(views, std::span(&leaf, 1));
-    store->Flush();
-  }
+  auto store = Store::Open(dir, "m_v1", {});
+  store->EnsureSchema(schema);
+  store->Put(views, std::span(&leaf, 1));
+  store->Flush();
+  return keys;
+}
+
+TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
+  std::string tmpl = (fs::temp_directory_path() / "tcx_segment_damage_XXXXXX").string();
+  const std::string dir = ::mkdtemp(tmpl.data());
+  const std::vector<std::string> keys = WriteEightRows(dir);
+  const std::vector<std::string_view> views(keys.begin(), keys.end());
   const std::string segment = dir + "/m_v1/segments/segment_0.arrow";
   std::string bytes = ReadAll(segment);
   // Rename the footer's keys: both checksums and the footer's schema copy.
@@ -93,28 +99,8 @@ TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
 TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatchingChecksums) {
   std::string tmpl = (fs::temp_directory_path() / "tcx_segment_shape_XXXXXX").string();
   const std::string dir = ::mkdtemp(tmpl.data());
-  Schema schema;
-  schema.output_structure = "tensor";
-  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
-  std::vector<std::string> keys;
-  std::vector<std::string_view> views;
-  std::vector<float> values;
-  for (int k = 0; k < 8; ++k) {
-    keys.push_back("sample_" + std::to_string(k));
-    for (int j = 0; j < 4; ++j) values.push_back(static_cast<float>(k * 1000 + j));
-  }
-  for (const auto& key : keys) views.push_back(key);
-  LeafRows leaf;
-  leaf.is_dense = true;
-  leaf.base = reinterpret_cast<const std::byte*>(values.data());
-  leaf.row_bytes = leaf.row_stride = 4 * sizeof(float);
-  leaf.shape = {4};
-  {
-    auto store = Store::Open(dir, "m_v1", {});
-    store->EnsureSchema(schema);
-    store->Put(views, std::span(&leaf, 1));
-    store->Flush();
-  }
+  const std::vector<std::string> keys = WriteEightRows(dir);
+  const std::vector<std::string_view> views(keys.begin(), keys.end());
   const std::string segment = dir + "/m_v1/segments/segment_0.arrow";
   std::string bytes = ReadAll(segment);
   auto checksum_hex = [&] {
