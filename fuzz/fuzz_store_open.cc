@@ -11,10 +11,11 @@
 // throw or crash (a bad file is a warning), and the store must serve exactly
 // what the file holds, by the integrity rules of src/store/segment.h (both
 // footer checksums on files we wrote, key-column checksum at open, whole-file
-// checksum at first use): every key of a valid, intact file (the last
-// complete row of a key wins), with the cells the batch_view.h accessors
-// read from the file; nothing from an invalid or damaged file, which is
-// reported exactly once (stats().skipped_segments).
+// checksum and, for a file with one, shapes against data at first use):
+// every key of a valid, intact file (the last complete row of a key wins),
+// with the cells the batch_view.h accessors read from the file; nothing from
+// an invalid or damaged file, which is reported exactly once
+// (stats().skipped_segments).
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -139,12 +140,17 @@ std::optional<Schema> ExpectRecoveredSchema(std::span<const std::byte> file) {
 // src/store/segment.h: the file must parse and match the schema; a file that
 // declares our schema metadata (in the footer's schema or in the leading
 // schema message) must carry both footer checksums; a key-column
-// checksum must match (checked at open); a whole-file checksum that does not
-// match makes the segment damaged at its first use (nothing is served).
+// checksum must match (checked at open). Shapes must agree with the data:
+// checked at open for a file without a whole-file checksum, at first use for
+// a file with one. A whole-file checksum that does not match, or shapes that
+// do not agree, make the segment damaged at its first use (nothing is
+// served).
 struct Expected {
   bool loads = false;  // Segment::Open accepts the file
-  bool intact = false; // no whole-file checksum, or a matching one: rows are served
-  std::map<std::string, std::vector<fuzz::Cell>> rows;  // key -> cells of its last complete row
+  bool intact = false; // verified at first use (checksum, shapes): rows are served
+  // key -> cells of its last complete row (no cells when not intact: the
+  // keys are only looked up, which finds the damage).
+  std::map<std::string, std::vector<fuzz::Cell>> rows;
 };
 
 Expected Expect(std::span<const std::byte> file, const Schema& schema) {
@@ -155,7 +161,7 @@ Expected Expect(std::span<const std::byte> file, const Schema& schema) {
   } catch (const CorruptFileError&) {
     return e;
   }
-  auto batches = fuzz::SegmentBatches(parsed, schema);
+  auto batches = fuzz::ArrangedBatches(parsed, schema);
   if (!batches) return e;
   bool malformed = false;
   const std::optional<uint64_t> checksum = FooterChecksum(parsed, format::kChecksumMetadataKey, &malformed);
@@ -165,13 +171,15 @@ Expected Expect(std::span<const std::byte> file, const Schema& schema) {
                              LeadingMessageMentions(file, format::kSchemaMetadataKey);
   if (written_by_us && (!checksum || !keys_checksum)) return e;
   if (keys_checksum && KeyColumnChecksum(*batches) != keys_checksum) return e;
+  const bool rows_valid = fuzz::RowsValid(*batches, schema);
+  if (!checksum && !rows_valid) return e;
   e.loads = true;
-  e.intact = !checksum || Xxh64(file.first(parsed.footer_offset)) == *checksum;
+  e.intact = rows_valid && (!checksum || Xxh64(file.first(parsed.footer_offset)) == *checksum);
   for (const BatchView& batch : *batches) {
     for (int64_t row = 0; row < batch.num_rows; ++row) {
       if (!RowIsComplete(batch, row)) continue;
       std::vector<fuzz::Cell> cells;
-      for (size_t l = 0; l < schema.leaves.size(); ++l) {
+      for (size_t l = 0; e.intact && l < schema.leaves.size(); ++l) {
         cells.push_back(fuzz::ReadCell(batch.leaves[l], schema.leaves[l], row));
       }
       e.rows[std::string(KeyAt(batch, row))] = std::move(cells);

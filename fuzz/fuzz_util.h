@@ -91,11 +91,11 @@ inline void CheckParsedSegment(std::span<const std::byte> file, const format::Pa
   FUZZ_CHECK(parsed.footer_offset <= file.size(), "footer offset inside the file");
 }
 
-// The BatchViews of `parsed` for `schema`, built as Segment::Load builds
-// them; nullopt where Segment::Load would reject the file (columns that do
-// not match, rows that fail ValidateBatch).
-inline std::optional<std::vector<BatchView>> SegmentBatches(const format::ParsedSegment& parsed,
-                                                            const Schema& schema) {
+// The BatchViews of `parsed` for `schema`, arranged as Segment::Load
+// arranges them; nullopt where the columns do not match the schema. Rows
+// are not validated (see SegmentBatches).
+inline std::optional<std::vector<BatchView>> ArrangedBatches(const format::ParsedSegment& parsed,
+                                                             const Schema& schema) {
   int key_column = -1;
   std::vector<format::LeafColumns> columns;
   if (format::MatchColumns(schema, parsed.fields, &key_column, &columns)) return std::nullopt;
@@ -103,10 +103,25 @@ inline std::optional<std::vector<BatchView>> SegmentBatches(const format::Parsed
   FUZZ_CHECK(columns.size() == schema.leaves.size(), "one LeafColumns per leaf");
   std::vector<BatchView> batches;
   for (const format::RecordBatchView& record_batch : parsed.batches) {
-    BatchView view = ArrangeBatch(record_batch, parsed.fields, key_column, columns, schema);
-    if (ValidateBatch(view, schema)) return std::nullopt;
-    batches.push_back(std::move(view));
+    batches.push_back(ArrangeBatch(record_batch, parsed.fields, key_column, columns, schema));
   }
+  return batches;
+}
+
+// True if every batch passes ValidateBatch (shapes consistent with data).
+inline bool RowsValid(const std::vector<BatchView>& batches, const Schema& schema) {
+  for (const BatchView& batch : batches) {
+    if (ValidateBatch(batch, schema)) return false;
+  }
+  return true;
+}
+
+// ArrangedBatches whose rows pass ValidateBatch, or nullopt: the batches
+// whose cells may be read.
+inline std::optional<std::vector<BatchView>> SegmentBatches(const format::ParsedSegment& parsed,
+                                                            const Schema& schema) {
+  auto batches = ArrangedBatches(parsed, schema);
+  if (!batches || !RowsValid(*batches, schema)) return std::nullopt;
   return batches;
 }
 
