@@ -313,6 +313,12 @@ def _decode_row(buf: np.ndarray, shape: Sequence[int], dtype: torch.dtype, leaf:
     return torch.from_numpy(buf).view(dtype).reshape(tuple(shape))
 
 
+def _typed_rows(rows: np.ndarray) -> bool:
+    """True if all-hit rows from ``get_batch_fast`` are typed, ``(B, *shape)`` of the leaf's dtype,
+    rather than raw bytes, ``(B, row_bytes)`` uint8. Typed uint8 rows of shape ``(k,)`` are both."""
+    return rows.dtype != np.uint8 or rows.ndim != 2
+
+
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Moves ``t`` to ``device``; CPU->CUDA goes through pinned memory, non-blocking."""
     if t.device == device:
@@ -897,8 +903,8 @@ class ArrowIPCCacheBackend:
         if hit and first.size > 0 and first.flags.writeable:
             dtype = self._layout.single_tensor_dtype
             if dtype is not None:
-                if first.dtype != np.uint8 or first.ndim != 2 or dtype is torch.uint8:
-                    return torch.from_numpy(first)  # typed by the engine: (B, *shape) of dtype
+                if _typed_rows(first):
+                    return torch.from_numpy(first)
                 if first.shape[1] == math.prod(second) * dtype.itemsize:
                     return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
         return self._cached_batch(len(keys), hit, first, second)
@@ -917,7 +923,7 @@ class ArrowIPCCacheBackend:
     def _cached_batch(self, batch: int, hit: bool, first: Any, second: Any) -> CachedBatch:
         """The :class:`CachedBatch` of a ``_look_up`` result."""
         if hit:  # every key found, one dense leaf: first = rows, second = row shape
-            if first.dtype != np.uint8 or first.ndim != 2:  # typed (B, *shape): its bytes, (B, row_bytes)
+            if _typed_rows(first):  # as raw rows: (B, row_bytes) of bytes
                 first = first.reshape(batch, -1).view(np.uint8)
             return CachedBatch(self, self._layout, np.ones(batch, dtype=bool), [("dense", first, second)])
         return CachedBatch(self, self._layout if second else None, np.asarray(first, dtype=bool), second)

@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "torchcachex/errors.h"
@@ -127,12 +128,18 @@ nb::object OwnedArray1D(std::vector<std::byte>&& bytes) {
       reinterpret_cast<uint8_t*>(holder->data()), 1, shape, owner));
 }
 
+// Moves the dense buffer of `leaf` into a capsule, for an array that takes
+// ownership of it (zero-copy; released to the pool with the array).
+std::pair<std::byte*, nb::capsule> TakeDenseBuffer(LeafResult& leaf) {
+  std::byte* data = leaf.dense.get();
+  auto* holder = new OutputBuffer(std::move(leaf.dense));
+  return {data, nb::capsule(holder, [](void* p) noexcept { delete static_cast<OutputBuffer*>(p); })};
+}
+
 // The dense rows of `leaf` as a (n, row_bytes) uint8 numpy array that takes
 // ownership of the buffer (zero-copy).
 nb::object DenseToPython(LeafResult& leaf, size_t n) {
-  std::byte* data = leaf.dense.get();
-  auto* holder = new OutputBuffer(std::move(leaf.dense));  // released (to the pool) with the array
-  nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<OutputBuffer*>(p); });
+  auto [data, owner] = TakeDenseBuffer(leaf);
   size_t shape[2] = {n, leaf.row_bytes};
   return nb::cast(
       nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(reinterpret_cast<uint8_t*>(data), 2, shape, owner));
@@ -168,9 +175,7 @@ std::optional<nb::dlpack::dtype> NumpyDTypeOf(DType dtype) {
 nb::object TypedDenseToPython(LeafResult& leaf, DType dtype, size_t n) {
   const std::optional<nb::dlpack::dtype> numpy_dtype = NumpyDTypeOf(dtype);
   if (!numpy_dtype) return DenseToPython(leaf, n);
-  std::byte* data = leaf.dense.get();
-  auto* holder = new OutputBuffer(std::move(leaf.dense));  // released (to the pool) with the array
-  nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<OutputBuffer*>(p); });
+  auto [data, owner] = TakeDenseBuffer(leaf);
   std::vector<size_t> shape{n};
   for (int64_t d : leaf.shape) shape.push_back(static_cast<size_t>(d));
   return nb::cast(nb::ndarray<nb::numpy>(data, shape.size(), shape.data(), owner, nullptr, *numpy_dtype));
@@ -240,12 +245,10 @@ nb::str MessageToPython(std::string_view message) {
   return nb::steal<nb::str>(text);
 }
 
-// The store's warnings as a list, or None if there are none.
-nb::object WarningsToPython(Store& store) {
-  std::vector<std::string> warnings = store.TakeWarnings();
-  if (warnings.empty()) return nb::none();
+// `messages` as a list of str.
+nb::list MessagesToPython(const std::vector<std::string>& messages) {
   nb::list out;
-  for (const std::string& message : warnings) out.append(MessageToPython(message));
+  for (const std::string& message : messages) out.append(MessageToPython(message));
   return out;
 }
 
@@ -415,7 +418,8 @@ NB_MODULE(_core, m) {
           "get_batch_fast",
           [](PyStore& s, nb::handle keys) {
             auto [result, schema, n] = LookUp(s, keys);
-            nb::object warnings = WarningsToPython(s.get());
+            const std::vector<std::string> messages = s.get().TakeWarnings();
+            nb::object warnings = messages.empty() ? nb::none() : nb::object(MessagesToPython(messages));
             const bool all_found = std::find(result.found.begin(), result.found.end(), 0) == result.found.end();
             if (all_found && n > 0 && result.leaves.size() == 1 && result.leaves[0].is_dense) {
               LeafResult& leaf = result.leaves[0];
@@ -510,11 +514,7 @@ NB_MODULE(_core, m) {
           },
           "Counters of this store (entries, segments, hits, misses, bytes written...).")
       .def("take_warnings",
-           [](PyStore& s) {
-             nb::list out;
-             for (const std::string& message : s.get().TakeWarnings()) out.append(MessageToPython(message));
-             return out;
-           },
+           [](PyStore& s) { return MessagesToPython(s.get().TakeWarnings()); },
            "Warnings gathered since the last call (skipped segments, recovered schema).")
       .def_prop_ro("path", [](PyStore& s) { return s.get().path(); }, "The cache directory (cache_dir/module_id).");
 }
