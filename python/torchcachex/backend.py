@@ -752,8 +752,7 @@ class ArrowIPCCacheBackend:
                         or self.current_rank == self.writer_rank)
         self._closed = False
         self._layout: Optional[_Layout] = None
-        self._ensured: Optional[tuple] = None
-        self._ensured_quick: Optional[tuple] = None  # (names, dtypes, structure, spec) last checked
+        self._ensured: Optional[tuple] = None  # (names, dtypes, structure, spec) last checked
         self._reopen_lock = threading.Lock()
         self._store = self._open_store()
         _LIVE.add(self)
@@ -820,7 +819,7 @@ class ArrowIPCCacheBackend:
                         or self.current_rank == self.writer_rank)
         self._closed = bool(state["closed"])
         self._layout = None
-        self._ensured = self._ensured_quick = None
+        self._ensured = None
         self._reopen_lock = threading.Lock()
         self._store = _Unopened(self)  # opened on first use
         if not self._closed:
@@ -969,18 +968,15 @@ class ArrowIPCCacheBackend:
         )
 
     def _ensure_schema(self, flat: tree.Flattened, dtypes: Sequence[Optional[torch.dtype]]) -> None:
-        quick = (tuple(flat.names), tuple(dtypes), flat.output_structure, flat.spec)
-        if quick == self._ensured_quick:  # the same output layout as the last put: already checked
+        layout_key = (tuple(flat.names), tuple(dtypes), flat.output_structure, flat.spec)
+        if layout_key == self._ensured:  # the same output layout as the last put: already checked
             return
         leaves = [
             (name, tree.TENSOR, str(dtype)) if dtype is not None else (name, tree.BLOB, _BLOB_DTYPE)
             for name, dtype in zip(flat.names, dtypes)
         ]
-        signature = (tuple(leaves), flat.output_structure, tree.spec_to_json(flat.spec))
-        if signature == self._ensured:
-            return
         try:
-            self._store.ensure_schema(leaves, flat.output_structure, signature[2])
+            self._store.ensure_schema(leaves, flat.output_structure, tree.spec_to_json(flat.spec))
         except SchemaMismatchError as exc:
             raise self._mismatch(str(exc)) from None
         layout = self._layout or self._load_layout()
@@ -992,8 +988,7 @@ class ArrowIPCCacheBackend:
                 f"{_describe_structure(layout.output_structure, layout.spec)}, the module returned "
                 f"{_describe_structure(flat.output_structure, flat.spec)}"
             )
-        self._ensured = signature
-        self._ensured_quick = quick
+        self._ensured = layout_key
 
     # -- management
 
