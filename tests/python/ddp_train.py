@@ -190,6 +190,10 @@ def main() -> None:
         }
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
+    # Every rank tears the gloo group down together, so that none destroys it and
+    # exits while another still uses it (the suspected cause of two intermittent
+    # aborts, "terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
