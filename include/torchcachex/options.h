@@ -11,7 +11,9 @@ struct Options {
   // segments, so the OS page cache is its hot cache. 0 disables.
   size_t hot_cache_rows = 4096;
 
-  // Seal the pending buffer into a segment when it holds this many rows...
+  // Seal the pending buffer into a segment when it holds this many rows
+  // (async_write: unless an earlier sealed buffer still waits for a writer;
+  // then it keeps filling and the next idle writer seals it)...
   size_t flush_every = 2048;
   // ...or this many bytes: large rows then stream to disk in pieces (the
   // writer starts sooner and an epoch-end flush has less left to write),

@@ -685,7 +685,10 @@ class ArrowIPCCacheBackend:
         max_workers: how many sealed segments may wait for the writer before
             ``put`` blocks (backpressure). The engine has one writer thread per
             cache; this bounds the memory of its queue.
-        flush_every: rows per segment file.
+        flush_every: rows per segment file. With ``async_write=True``, rows put
+            while the writer is still busy with an earlier segment join the
+            next one (up to 16 MB), so a writer that falls behind writes fewer,
+            larger files. ``flush()`` makes every row durable either way.
         writer_rank: which DDP rank writes to disk. An int (default ``0``, the
             single-writer pattern): only that rank persists; every other rank
             keeps its own results in its hot cache. ``"all"``: every rank

@@ -121,12 +121,13 @@ TEST(StoreTest, LaterWritesOfAKeyWin) {
 
 // Put and Flush write queued segments themselves while the writer thread
 // writes others, so segments may finish out of order: they must still be
-// published, and numbered on disk, in put order. Each put here seals many
-// one-row segments that all rewrite one key.
+// published, and numbered on disk, in put order. Each put here adds one row
+// that rewrites one key, and seals it into its own segment unless a sealed
+// batch is still waiting for a writer (group commit).
 TEST(StoreTest, LaterWritesOfAKeyWinWhenSegmentsAreWrittenInParallel) {
   TempDir tmp;
   auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .max_queued_segments = 1});
-  constexpr int kPuts = 40, kRowsPerPut = 8;
+  constexpr int kPuts = 320, kRowsPerPut = 1;
   std::vector<std::string_view> keys(kRowsPerPut, "k");
   std::vector<float> values(kRowsPerPut);
   LeafRows leaf;
@@ -149,11 +150,34 @@ TEST(StoreTest, LaterWritesOfAKeyWinWhenSegmentsAreWrittenInParallel) {
   }
   store->Flush();
   const float last = values.back();
-  EXPECT_EQ(store->GetStats().segments, static_cast<uint64_t>(kPuts * kRowsPerPut));
+  EXPECT_GE(store->GetStats().segments, 2u);
+  EXPECT_EQ(store->GetStats().rows_written, static_cast<uint64_t>(kPuts * kRowsPerPut));
   EXPECT_EQ(value_of_k(*store), last);
   store->Close();
   auto reopened = Store::Open(tmp.path(), "features_v1", {});
   EXPECT_EQ(value_of_k(*reopened), last);
+}
+
+// Group commit: in async mode a batch that reaches flush_every rows while an
+// earlier sealed batch still waits for a writer keeps filling, so a writer
+// that falls behind writes one larger file instead of many small ones. One
+// Put holds the store's lock throughout, so the writer cannot claim the
+// first one-row batch before the other 99 rows arrive: exactly two segments.
+// A synchronous store writes exactly flush_every rows per segment.
+TEST(StoreTest, AsyncWriterThatFallsBehindWritesFewerLargerSegments) {
+  for (bool async_write : {true, false}) {
+    TempDir tmp;
+    auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .async_write = async_write});
+    FloatRows rows(0, 100, 2);
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+    EXPECT_EQ(store->GetStats().segments, async_write ? 2u : 100u) << "async_write=" << async_write;
+    EXPECT_EQ(store->GetStats().rows_written, 100u);
+    store->Close();
+    auto reopened = OpenFloat(tmp.path());
+    GetResult result = reopened->GetBatch(rows.views);
+    for (int i = 0; i < 100; ++i) ExpectRow(result, i, i, 2);
+  }
 }
 
 TEST(StoreTest, LargeRowsAreSealedIntoSegmentsByBytesNotOnlyByRows) {
@@ -286,7 +310,8 @@ TEST(StoreTest, ManySegmentsOpenedInParallelChunksKeepTheirOrder) {
   TempDir tmp;
   constexpr int kSegments = 300;  // several threads' worth of files
   {
-    auto store = OpenFloat(tmp.path(), Options{.flush_every = 2});
+    // Synchronous: exactly one segment per flush_every rows.
+    auto store = OpenFloat(tmp.path(), Options{.flush_every = 2, .async_write = false});
     for (int s = 0; s < kSegments; ++s) {
       // Segment s holds keys s % 7 and 7 + s % 5, rewritten by later segments.
       FloatRows first(s % 7, 1, 2, static_cast<float>(s)), second(7 + s % 5, 1, 2, static_cast<float>(s));
@@ -475,6 +500,7 @@ TEST(StoreTest, ManySegmentsAreServedWithBoundedMemoryMaps) {
   TempDir tmp;
   Options options;
   options.flush_every = 4;
+  options.async_write = false;  // exactly one segment per 4 rows
   options.max_mapped_segments = 3;
   {
     auto store = OpenFloat(tmp.path(), options);

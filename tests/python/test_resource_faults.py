@@ -286,12 +286,13 @@ MAX_MAPPED_SEGMENTS = 8192  # Options::max_mapped_segments (include/torchcachex/
 def test_hundred_thousand_segments_open_and_serve_within_bounded_handles_and_maps(tmp_path):
     n = 100_000
     shm = Path("/dev/shm")
-    # One file per row: on a tmpfs the 100k fsyncs cost nothing.
+    # One file per row (synchronous writes: exactly flush_every rows per file);
+    # on a tmpfs the 100k fsyncs cost nothing.
     base = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
     try:
         fds0, maps0 = _fd_and_map_counts()
         peak_fds, peak_maps = fds0, maps0
-        writer = ArrowIPCCacheBackend(base, MODULE_ID, flush_every=1, max_workers=64)
+        writer = ArrowIPCCacheBackend(base, MODULE_ID, flush_every=1, async_write=False)
         for start in range(0, n, 2000):
             ids = torch.arange(start, start + 2000)
             writer.put_batch_outputs(ids, (ids * 3).unsqueeze(1))
