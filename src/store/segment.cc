@@ -53,17 +53,18 @@ bool SchemaMessageDeclaresOurs(std::span<const std::byte> file) {
 // readahead around these scattered reads would read the whole file (three
 // times the bytes needed for rows of 16 floats), so while opening readahead
 // is off and exactly these regions are prefetched, asynchronously, in one
-// request per run of nearby buffers.
+// request per run of nearby buffers. Afterwards the mapping is advised for
+// serving rows (MappedFile::AdviseRowReads).
 class OpenPrefetcher {
  public:
   explicit OpenPrefetcher(const MappedFile& mapped) : mapped_(mapped) {
-    mapped_.SetReadahead(false);
+    mapped_.AdviseScatteredReads();
     const std::span<const std::byte> file = mapped_.bytes();
     constexpr size_t kMetadataBytes = size_t{8} << 10;
     mapped_.Prefetch(file.first(std::min(file.size(), kMetadataBytes)));
     mapped_.Prefetch(file.last(std::min(file.size(), kMetadataBytes)));
   }
-  ~OpenPrefetcher() { mapped_.SetReadahead(true); }
+  ~OpenPrefetcher() { mapped_.AdviseRowReads(); }
   OpenPrefetcher(const OpenPrefetcher&) = delete;
   OpenPrefetcher& operator=(const OpenPrefetcher&) = delete;
 

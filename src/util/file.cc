@@ -67,9 +67,16 @@ std::shared_ptr<MappedFile> MappedFile::Open(const std::string& path) {
   return std::shared_ptr<MappedFile>(new MappedFile(data, size));
 }
 
-void MappedFile::SetReadahead(bool enabled) const {
+void MappedFile::AdviseScatteredReads() const {
   if (data_ == nullptr) return;
-  ::madvise(const_cast<std::byte*>(data_), size_, enabled ? MADV_NORMAL : MADV_RANDOM);
+  ::madvise(const_cast<std::byte*>(data_), size_, MADV_RANDOM);
+}
+
+void MappedFile::AdviseRowReads() const {
+  if (data_ == nullptr) return;
+  ::madvise(const_cast<std::byte*>(data_), size_, MADV_NORMAL);
+  constexpr size_t kHugePageBytes = size_t{2} << 20;
+  if (size_ >= kHugePageBytes) ::madvise(const_cast<std::byte*>(data_), size_, MADV_HUGEPAGE);
 }
 
 void MappedFile::Prefetch(std::span<const std::byte> bytes) const {

@@ -26,10 +26,16 @@ class MappedFile {
   // Access hints (madvise); they never change the bytes read, only what the
   // kernel reads from disk around a page fault. Failures are ignored.
   //
-  // SetReadahead(false): a fault reads only the faulting page. For reading a
-  // few scattered regions of a file whose pages are not cached, together with
-  // Prefetch of those regions. SetReadahead(true) restores the default.
-  void SetReadahead(bool enabled) const;
+  // AdviseScatteredReads: a fault reads only the faulting page. For reading
+  // a few scattered regions of a file whose pages are not cached, together
+  // with Prefetch of those regions.
+  void AdviseScatteredReads() const;
+  // AdviseRowReads: default readahead, and for mappings of 2 MB and more
+  // transparent huge pages (MADV_HUGEPAGE): where the page cache holds 2 MB
+  // folios the rows are then reached through 2 MB page-table entries (fewer
+  // TLB misses when gathering random rows), and a fault reads the file in
+  // 2 MB-aligned chunks, so re-read files get such folios too.
+  void AdviseRowReads() const;
   // Starts reading the pages covering `bytes` (a subrange of bytes()) into
   // the page cache without waiting for them.
   void Prefetch(std::span<const std::byte> bytes) const;
