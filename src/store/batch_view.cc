@@ -1,5 +1,6 @@
 #include "store/batch_view.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace torchcachex {
@@ -25,6 +26,32 @@ BatchView ArrangeBatch(const format::RecordBatchView& record_batch,
     view.leaves.push_back(leaf);
   }
   return view;
+}
+
+UniformRows SummarizeRows(const LeafView& leaf, int64_t num_rows) {
+  UniformRows summary;
+  if (num_rows == 0 || leaf.storage_width == 0 || leaf.shape.offsets == nullptr) return summary;
+  const std::vector<int64_t> shape = CellShape(leaf, 0);
+  int64_t elements = static_cast<int64_t>(leaf.storage_per_element);
+  for (int64_t dim : shape) {
+    if (dim < 0 || (dim > 0 && elements > INT64_MAX / dim)) return summary;
+    elements *= dim;
+  }
+  const size_t rank = shape.size();
+  if (leaf.data.Offset(0) != 0) return summary;
+  const int64_t first_shape = leaf.shape.Offset(0);
+  for (int64_t row = 0; row < num_rows; ++row) {
+    if (leaf.data.IsNull(row) || leaf.shape.IsNull(row)) return summary;
+    if (leaf.data.Offset(row + 1) != (row + 1) * elements) return summary;
+    if (leaf.shape.Offset(row + 1) - first_shape != (row + 1) * static_cast<int64_t>(rank)) return summary;
+    if (rank > 0 && std::memcmp(leaf.shape.values + (first_shape + row * static_cast<int64_t>(rank)) * 8,
+                                shape.data(), rank * 8) != 0) {
+      return summary;
+    }
+  }
+  summary.elements = elements;
+  summary.shape = shape;
+  return summary;
 }
 
 std::vector<int64_t> CellShape(const LeafView& leaf, int64_t row) {

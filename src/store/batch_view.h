@@ -33,6 +33,26 @@ struct BatchView {
   std::vector<LeafView> leaves;  // in schema leaf order
 };
 
+// A leaf whose rows in one batch all have the same shape and lie back to
+// back from the start of the data buffer: row r's Arrow elements are
+// [r * elements, (r + 1) * elements). The read path then copies a row
+// without reading its offsets or its shape (two dependent cache misses per
+// row fewer).
+struct UniformRows {
+  int64_t elements = -1;       // Arrow elements per row; -1: rows differ
+  std::vector<int64_t> shape;  // every row's shape (when uniform())
+  bool uniform() const { return elements >= 0; }
+};
+
+// Summarizes a tensor leaf's rows in a batch of `num_rows`: uniform if no
+// data or shape cell is null, every shape equals the first row's, every row
+// holds NumElements(shape) * storage_per_element elements, and the data
+// offsets start at 0 and advance by that much per row (what our writer and
+// pyarrow's produce; other files take the general path). Bit-packed booleans and blobs are
+// never uniform. Reads every offset and shape: call it once per batch, on
+// validated rows.
+UniformRows SummarizeRows(const LeafView& leaf, int64_t num_rows);
+
 // Arranges one record batch of a segment file as a BatchView of `schema`,
 // from the columns MatchColumns located among `fields`. Only arranges: the
 // rows are checked by ValidateBatch.

@@ -206,22 +206,32 @@ void Segment::VerifyKeyChecksum(const format::ParsedSegment& parsed,
 
 bool Segment::VerifyOnce(const Schema& schema, std::string* problem) const {
   std::call_once(verify_once_, [&] {
-    if (integrity_.load() != 0) return;  // MarkVerified
-    if (expected_checksum_ && Xxh64(mapped_->bytes().first(checksummed_bytes_)) != *expected_checksum_) {
-      integrity_problem_ = path_ + ": checksum mismatch (the file is damaged); its rows will be recomputed";
-      integrity_.store(2);
-      return;
-    }
-    if (!rows_validated_) {
-      for (const BatchView& batch : batches_) {
-        if (auto error = ValidateBatch(batch, schema)) {
-          integrity_problem_ = path_ + ": " + *error + "; its rows will be recomputed";
-          integrity_.store(2);
-          return;
+    if (!marked_verified_) {
+      if (expected_checksum_ && Xxh64(mapped_->bytes().first(checksummed_bytes_)) != *expected_checksum_) {
+        integrity_problem_ = path_ + ": checksum mismatch (the file is damaged); its rows will be recomputed";
+        integrity_.store(2);
+        return;
+      }
+      if (!rows_validated_) {
+        for (const BatchView& batch : batches_) {
+          if (auto error = ValidateBatch(batch, schema)) {
+            integrity_problem_ = path_ + ": " + *error + "; its rows will be recomputed";
+            integrity_.store(2);
+            return;
+          }
         }
       }
     }
-    integrity_.store(1);
+    // The rows are valid: summarize them before anyone can serve them.
+    uniform_.resize(batches_.size());
+    for (size_t b = 0; b < batches_.size(); ++b) {
+      for (size_t l = 0; l < batches_[b].leaves.size(); ++l) {
+        uniform_[b].push_back(schema.leaves[l].kind == LeafKind::kTensor
+                                  ? SummarizeRows(batches_[b].leaves[l], batches_[b].num_rows)
+                                  : UniformRows{});
+      }
+    }
+    integrity_.store(1, std::memory_order_release);
   });
   if (integrity_.load() == 2) {
     if (problem != nullptr) *problem = integrity_problem_;
@@ -230,10 +240,7 @@ bool Segment::VerifyOnce(const Schema& schema, std::string* problem) const {
   return true;
 }
 
-void Segment::MarkVerified() const {
-  integrity_.store(1);
-  std::call_once(verify_once_, [] {});
-}
+void Segment::MarkVerified() const { marked_verified_ = true; }
 
 Schema Segment::ReadSchema(const std::string& path) {
   auto mapped = MappedFile::Open(path);

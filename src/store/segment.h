@@ -90,9 +90,19 @@ class Segment {
   // A file of ours has its rows (shapes against data) validated here too,
   // after the checksum, rather than when opened: `schema` is the one it was
   // opened with.
+  // The first call also summarizes every batch's leaves (UniformRows), for
+  // UniformRowsOf.
   bool VerifyOnce(const Schema& schema, std::string* problem) const;
   // Records that the checksum is known to be good (a file this process wrote).
   void MarkVerified() const;
+
+  // The UniformRows of each leaf (in schema order) of `batch`, one of
+  // batches(); null before VerifyOnce has returned true. Survives Unmap/Map
+  // (the file is immutable).
+  const UniformRows* UniformRowsOf(const BatchView* batch) const {
+    if (integrity_.load(std::memory_order_acquire) != 1 || uniform_.empty()) return nullptr;
+    return uniform_[static_cast<size_t>(batch - batches_.data())].data();
+  }
 
  private:
   Segment() = default;
@@ -112,7 +122,12 @@ class Segment {
   mutable std::atomic<bool> referenced_{true};
   mutable std::once_flag verify_once_;
   mutable std::atomic<int> integrity_{0};  // 0 unknown, 1 good, 2 damaged
+  // Set by MarkVerified before the segment is shared: VerifyOnce skips the
+  // checks (not the summaries).
+  mutable bool marked_verified_ = false;
   mutable std::string integrity_problem_;
+  // Per batch, per leaf; written once by VerifyOnce, then read-only.
+  mutable std::vector<std::vector<UniformRows>> uniform_;
 };
 
 // "segment_<n>.arrow" for n.

@@ -122,6 +122,7 @@ struct Store::Impl {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
     int64_t row = 0;
     int hot = -1;                      // index into the lookup's hot rows
+    const UniformRows* uniform = nullptr;  // per leaf, for a segment row; else null
   };
 
   std::string dir, segments_dir, writers_dir, schema_path;
@@ -639,6 +640,7 @@ struct Store::Impl {
           auto [batch, row] = segment.Locate(loc->row);
           found.batch = batch;
           found.row = row;
+          found.uniform = segment.UniformRowsOf(batch);
           return found;
         }
         ReportDamaged(segment, problem);
@@ -752,19 +754,32 @@ struct Store::Impl {
     auto shape_of = [&](const Found& f) {
       return f.hot >= 0 ? hot_rows[f.hot][l].shape : CellShape(f.batch->leaves[l], f.row);
     };
+    // The row's batch summary if its rows are uniform (offsets and shape
+    // known without reading them), else null.
+    auto uniform_rows = [&](const Found& f) -> const UniformRows* {
+      return f.uniform != nullptr && f.uniform[l].uniform() ? &f.uniform[l] : nullptr;
+    };
     if (spec.kind == LeafKind::kTensor) {
       // Dense when every found row has the same shape.
       bool any = false, uniform = true;
       std::vector<int64_t> shape;
+      const UniformRows* matched = nullptr;  // a batch summary whose shape is `shape`
       for (const Found& f : found) {
         if (f.batch == nullptr && f.hot < 0) continue;
+        const UniformRows* rows = uniform_rows(f);
         if (!any) {
-          shape = shape_of(f);
+          shape = rows != nullptr ? rows->shape : shape_of(f);
           any = true;
+        } else if (rows != nullptr) {
+          if (rows != matched && rows->shape != shape) {
+            uniform = false;
+            break;
+          }
         } else if (f.hot >= 0 ? hot_rows[f.hot][l].shape != shape : !SameShape(f.batch->leaves[l], f.row, shape)) {
           uniform = false;
           break;
         }
+        if (rows != nullptr) matched = rows;
       }
       if (any && uniform) {
         out->is_dense = true;
@@ -774,9 +789,19 @@ struct Store::Impl {
         // Prefetch ahead, as in Lookup: the data offsets of row i + 2D, then
         // the first bytes of row i + D, while row i is copied.
         constexpr size_t kDistance = 8;
+        // A uniform row's bytes: where they start, and whether they are
+        // exactly the output row (else CopyTensorCell reads the offsets).
+        auto uniform_source = [&](const Found& f) -> const std::byte* {
+          const UniformRows* rows = uniform_rows(f);
+          if (rows == nullptr) return nullptr;
+          const LeafView& leaf = f.batch->leaves[l];
+          const auto width = static_cast<int64_t>(leaf.storage_width);
+          if (static_cast<size_t>(rows->elements * width) != out->row_bytes) return nullptr;
+          return leaf.data.values + f.row * rows->elements * width;
+        };
         auto prefetch_offsets = [&](size_t i) {
           const Found& f = found[i];
-          if (f.batch == nullptr) return;
+          if (f.batch == nullptr || uniform_rows(f) != nullptr) return;
           const format::ColumnView& data = f.batch->leaves[l].data;
           __builtin_prefetch(data.offsets + f.row * (data.large_offsets ? 8 : 4));
         };
@@ -784,7 +809,10 @@ struct Store::Impl {
           const Found& f = found[i];
           if (f.batch == nullptr || f.batch->leaves[l].storage_width == 0) return;
           const LeafView& leaf = f.batch->leaves[l];
-          const std::byte* p = leaf.data.values + leaf.data.Offset(f.row) * static_cast<int64_t>(leaf.storage_width);
+          const std::byte* uniform_p = uniform_source(f);
+          const std::byte* p = uniform_p != nullptr ? uniform_p
+                                                    : leaf.data.values + leaf.data.Offset(f.row) *
+                                                                             static_cast<int64_t>(leaf.storage_width);
           // The row's first 4 KB line by line, and one line of each later
           // page (so its translation is fetched too) while earlier rows are
           // copied. Prefetching every line of large rows was slower.
@@ -799,7 +827,9 @@ struct Store::Impl {
           if (i + kDistance < n) prefetch_data(i + kDistance);
           std::byte* dst = out->dense.get() + i * out->row_bytes;
           const Found& f = found[i];
-          if (f.batch != nullptr) {
+          if (const std::byte* src = f.batch != nullptr ? uniform_source(f) : nullptr) {
+            if (out->row_bytes > 0) std::memcpy(dst, src, out->row_bytes);
+          } else if (f.batch != nullptr) {
             CopyTensorCell(f.batch->leaves[l], f.row, dst);
           } else if (f.hot >= 0) {
             // row_bytes may be 0 (empty tensors), with a null bytes.data().

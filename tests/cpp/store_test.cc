@@ -221,6 +221,43 @@ TEST(StoreTest, VaryingShapesComeBackRagged) {
   EXPECT_EQ(value, 3004.0f);
 }
 
+// Segments whose rows all share one shape are served without reading each
+// row's offsets and shape (UniformRows). A batch mixing two such segments of
+// different shapes must still come back ragged, and a batch from one of them
+// dense, also after the segments were unmapped and mapped again.
+TEST(StoreTest, UniformSegmentsOfDifferentShapesMixIntoRaggedResults) {
+  TempDir tmp;
+  Options options{.flush_every = 4, .async_write = false, .max_mapped_segments = 1};
+  {
+    auto store = OpenFloat(tmp.path(), options);
+    FloatRows two(0, 4, 2), three(4, 4, 3);
+    store->Put(two.views, std::span(&two.leaf, 1));
+    store->Put(three.views, std::span(&three.leaf, 1));
+    store->Flush();
+  }
+  auto store = OpenFloat(tmp.path(), options);
+  ASSERT_EQ(store->GetStats().segments, 2u);
+  for (int pass = 0; pass < 2; ++pass) {  // the second pass remaps both segments
+    std::vector<std::string_view> mixed = {"sample_5", "sample_1", "sample_6", "sample_2"};
+    GetResult result = store->GetBatch(mixed);
+    const LeafResult& leaf = result.leaves[0];
+    ASSERT_FALSE(leaf.is_dense);
+    const int keys[] = {5, 1, 6, 2};
+    for (size_t i = 0; i < 4; ++i) {
+      const int dim = keys[i] < 4 ? 2 : 3;
+      ASSERT_EQ(leaf.shapes[i], (std::vector<int64_t>{dim}));
+      std::vector<float> row(dim);
+      std::memcpy(row.data(), leaf.rows[i]->data(), dim * sizeof(float));
+      for (int j = 0; j < dim; ++j) EXPECT_EQ(row[j], static_cast<float>(keys[i] * 1000 + j));
+    }
+    FloatRows three(4, 4, 3);
+    std::vector<std::string_view> reversed(three.views.rbegin(), three.views.rend());
+    GetResult dense = store->GetBatch(reversed);
+    ASSERT_TRUE(dense.leaves[0].is_dense);
+    for (int i = 0; i < 4; ++i) ExpectRow(dense, i, 7 - i, 3);
+  }
+}
+
 TEST(StoreTest, BlobLeavesRoundTrip) {
   TempDir tmp;
   auto store = Store::Open(tmp.path(), "blobs", {});
