@@ -70,10 +70,6 @@ void SegmentOpener::Work() {
     if (failure) {
       if (!failure_) failure_ = failure;
     } else {
-      if (opened.segment) {
-        ++readable_files_;
-        readable_rows_ += static_cast<uint64_t>(opened.segment->num_rows());
-      }
       opened_[i] = std::move(opened);
       ready_[i] = true;
     }
@@ -88,24 +84,13 @@ SegmentOpener::Opened SegmentOpener::Next() {
   if (helpers_.empty()) {
     ++next_to_return_;
     lock.unlock();
-    Opened opened = OpenOne(i);
-    lock.lock();
-    if (opened.segment) {
-      ++readable_files_;
-      readable_rows_ += static_cast<uint64_t>(opened.segment->num_rows());
-    }
-    return opened;
+    return OpenOne(i);
   }
   changed_.wait(lock, [&] { return failure_ || ready_[i]; });
   if (failure_) std::rethrow_exception(failure_);
   ++next_to_return_;
   changed_.notify_all();  // room for one more file ahead
   return std::move(opened_[i]);
-}
-
-double SegmentOpener::AverageRows() const {
-  std::lock_guard lock(mu_);
-  return readable_files_ == 0 ? 0.0 : static_cast<double>(readable_rows_) / static_cast<double>(readable_files_);
 }
 
 }  // namespace torchcachex

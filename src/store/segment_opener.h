@@ -49,10 +49,6 @@ class SegmentOpener {
   // Rethrows a fatal exception of any helper.
   Opened Next();
 
-  // Rows per opened, readable file so far (0 before the first): lets the
-  // consumer size its index for the files still to come.
-  double AverageRows() const;
-
  private:
   void Work();
   void Stop();  // makes the helpers return, and joins them
@@ -61,14 +57,12 @@ class SegmentOpener {
   const size_t count_;
   const size_t lookahead_;
   const OpenFn open_;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable changed_;
   std::vector<Opened> opened_;    // filled by helpers, moved out by Next
   std::vector<bool> ready_;
   size_t next_to_open_ = 0;       // guarded by mu_
   size_t next_to_return_ = 0;     // guarded by mu_
-  size_t readable_files_ = 0;     // guarded by mu_
-  uint64_t readable_rows_ = 0;    // guarded by mu_
   bool stopping_ = false;         // guarded by mu_
   std::exception_ptr failure_;    // guarded by mu_
   std::vector<std::thread> helpers_;

@@ -343,6 +343,12 @@ struct Store::Impl {
                          std::min(kOpenThreads, (rest.size() + kFilesPerThread - 1) / kFilesPerThread),
                          std::clamp<size_t>(options.max_mapped_segments / 2, 1, 4096),
                          [&](size_t i) { return Segment::Open(SegmentPath(rest[i]), rest[i], *schema); });
+    // Each file's size, and the bytes of the files after it (to size the
+    // index below).
+    std::vector<uint64_t> sizes(rest.size()), bytes_after(rest.size(), 0);
+    for (size_t i = 0; i < rest.size(); ++i) sizes[i] = FileSizeOrZero(SegmentPath(rest[i]));
+    for (size_t i = rest.size(); i-- > 1;) bytes_after[i - 1] = bytes_after[i] + sizes[i];
+    uint64_t indexed_rows = 0, indexed_bytes = 0;
     size_t loaded = 0;
     for (size_t i = 0; i < rest.size(); ++i) {
       SegmentOpener::Opened opened = opener.Next();
@@ -352,10 +358,17 @@ struct Store::Impl {
         Warn("skipping unreadable segment (its rows will be recomputed): " + opened.error);
         continue;
       }
-      // Room for this file's rows and, estimated from the files opened so
-      // far, those still to come: the index grows once instead of doubling
-      // (a rehash of every entry) again and again.
-      const auto to_come = static_cast<size_t>(opener.AverageRows() * static_cast<double>(rest.size() - i - 1));
+      // Room for this file's rows and those still to come, estimated from
+      // the rows per byte of the files indexed so far (segments differ in
+      // size: group commit makes larger ones): the index grows about once
+      // instead of doubling (a rehash of every entry) again and again, and
+      // is not sized for more rows than the files hold.
+      indexed_rows += static_cast<uint64_t>(opened.segment->num_rows());
+      indexed_bytes += sizes[i];
+      const auto to_come = static_cast<size_t>(
+          indexed_bytes == 0 ? 0.0
+                             : static_cast<double>(indexed_rows) / static_cast<double>(indexed_bytes) *
+                                   static_cast<double>(bytes_after[i]));
       index.Reserve(index.size() + static_cast<size_t>(opened.segment->num_rows()) + to_come);
       AddSegment(std::move(opened.segment));
       EvictToCap();

@@ -239,6 +239,11 @@ bool PathExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+uint64_t FileSizeOrZero(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
 bool IsWritableDirectory(const std::string& path) { return ::access(path.c_str(), W_OK) == 0; }
 
 std::vector<std::string> ListDirectory(const std::string& path) {

@@ -93,6 +93,8 @@ void RemoveFile(const std::string& path);      // ignores a missing file
 void SyncDirectory(const std::string& path);
 void CreateDirectories(const std::string& path);
 bool PathExists(const std::string& path);
+// Size of the file at `path` in bytes, or 0 if it cannot be stat'ed.
+uint64_t FileSizeOrZero(const std::string& path);
 bool IsWritableDirectory(const std::string& path);
 // Names (not paths) of the entries of `path`, excluding "." and "..".
 std::vector<std::string> ListDirectory(const std::string& path);

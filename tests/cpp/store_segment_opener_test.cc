@@ -86,7 +86,7 @@ TEST(SegmentOpenerTest, AnEmptyListOpensNothing) {
     ADD_FAILURE() << "nothing to open";
     return nullptr;
   });
-  EXPECT_EQ(opener.AverageRows(), 0.0);
+  EXPECT_THROW(opener.Next(), InvalidArgumentError);
 }
 
 }  // namespace
