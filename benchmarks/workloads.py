@@ -22,6 +22,7 @@ Conventions
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import glob
 import json
@@ -188,16 +189,29 @@ def open_backend(cache_dir: str, module_id: str, **kw: Any):
     return ArrowIPCCacheBackend(cache_dir, module_id=module_id, **kw)
 
 
-def sequential_write(directory: str, nbytes: int, chunk: int = 8 << 20) -> float:
-    """Seconds to write ``nbytes`` to a new file and fsync it."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def sequential_write(directory: str, nbytes: int, chunk: int = 8 << 20, early_writeback: bool = False) -> float:
+    """Seconds to write ``nbytes`` to a new file and fsync it. ``early_writeback``: write 1 MB at a time
+    and hand each MB to the kernel's writeback at once (``sync_file_range``), as the engine does, so the
+    disk writes while later bytes are copied: the fastest durable sequential write found here."""
+    if early_writeback:
+        chunk = 1 << 20
     block = os.urandom(min(chunk, max(nbytes, 1)))
     path = os.path.join(directory, "seqwrite.bin")
     start = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        left = nbytes
+        left, offset = nbytes, 0
         while left > 0:
-            left -= os.write(fd, block[:left] if left < len(block) else block)
+            written = os.write(fd, block[:left] if left < len(block) else block)
+            if early_writeback:
+                _LIBC.sync_file_range(fd, offset, written, _SYNC_FILE_RANGE_WRITE)
+            offset += written
+            left -= written
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -574,7 +588,8 @@ def writes(params: Dict[str, Any]) -> Dict[str, Any]:
     batch = params["batch"]
     res: Dict[str, Any] = {"shape": shape_name, "n": n, "batch": batch, "async_write": params["async_write"],
                            "payload_bytes": n * row_bytes(shape_name), "put_s": [], "segment_bytes": [],
-                           "segments": [], "seq_write_s": [], "files_write_s": [], "direct_put_s": []}
+                           "segments": [], "seq_write_s": [], "seq_write_early_s": [], "files_write_s": [],
+                           "direct_put_s": []}
     for run in range(params["runs"]):
         for direct in (False, True):
             module_id = f"writes_{shape_name}_{run}_{int(direct)}"
@@ -602,6 +617,7 @@ def writes(params: Dict[str, Any]) -> Dict[str, Any]:
             res["segment_bytes"].append(stats["bytes_written"])
             res["segments"].append(stats["segments"])
             res["seq_write_s"].append(sequential_write(directory, stats["bytes_written"]))
+            res["seq_write_early_s"].append(sequential_write(directory, stats["bytes_written"], early_writeback=True))
             res["files_write_s"].append(files_write(directory, sizes))
     res["threads"] = torch.get_num_threads()
     return res

