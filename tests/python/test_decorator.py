@@ -229,6 +229,24 @@ def test_unfreezing_after_wrapping_is_caught_in_training_mode(make_backend):
         cached(inputs_for([0]), cache_ids=[0])
 
 
+def test_unfreezing_during_training_mode_calls_is_caught_within_the_guard_window(make_backend):
+    # 20 layers = 40 parameters: after the first full check, each call checks 8 of them in turn,
+    # so unfreezing the last layer is caught within ceil(40 / 8) = 5 calls.
+    module = nn.Sequential(*[nn.Linear(4, 4) for _ in range(20)]).requires_grad_(False)
+    cached = CacheModuleDecorator(module, make_backend())
+    cached(torch.ones(2, 4), cache_ids=[0, 1])
+    module[-1].requires_grad_(True)
+    raised_at = None
+    for call in range(1, 6):
+        try:
+            cached(torch.ones(2, 4), cache_ids=[0, 1])
+        except ValueError as exc:
+            assert "'19.weight'" in str(exc) and "'19.bias'" in str(exc)
+            raised_at = call
+            break
+    assert raised_at is not None
+
+
 def test_train_and_eval_propagate(make_backend):
     cached = CacheModuleDecorator(FrozenLinear(), make_backend())
     cached.eval()
