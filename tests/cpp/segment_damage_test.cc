@@ -4,12 +4,10 @@
 // tool (which carries no checksum and is trusted after structural validation).
 // Found by tools/crash_torture.py (seed 2175).
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cstdio>
 #include <cstring>
 
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <span>
@@ -18,12 +16,11 @@
 
 #include "torchcachex/errors.h"
 #include "torchcachex/store.h"
+#include "test_support.h"
 #include "util/hash.h"
 
 namespace torchcachex {
 namespace {
-
-namespace fs = std::filesystem;
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -33,9 +30,7 @@ std::string ReadAll(const std::string& path) {
 // Writes one segment of 8 rows, keys "sample_<k>" -> 4 floats k * 1000 + j,
 // into cache `dir`, module "m_v1". Returns the keys.
 std::vector<std::string> WriteEightRows(const std::string& dir) {
-  Schema schema;
-  schema.output_structure = "tensor";
-  schema.leaves.push_back({"", LeafKind::kTensor, DType::kFloat32});
+  const Schema schema = testing::FloatSchema();
   std::vector<std::string> keys;
   std::vector<std::string_view> views;
   std::vector<float> values;
@@ -56,12 +51,19 @@ std::vector<std::string> WriteEightRows(const std::string& dir) {
   return keys;
 }
 
+// A cache of one 8-row segment (WriteEightRows) in a temporary directory,
+// removed with it.
+struct EightRowCache {
+  testing::TempDir tmp;
+  std::string dir = tmp.path();
+  std::vector<std::string> keys = WriteEightRows(dir);
+  std::vector<std::string_view> views{keys.begin(), keys.end()};
+  std::string segment = dir + "/m_v1/segments/segment_0.arrow";
+};
+
 TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
-  std::string tmpl = (fs::temp_directory_path() / "tcx_segment_damage_XXXXXX").string();
-  const std::string dir = ::mkdtemp(tmpl.data());
-  const std::vector<std::string> keys = WriteEightRows(dir);
-  const std::vector<std::string_view> views(keys.begin(), keys.end());
-  const std::string segment = dir + "/m_v1/segments/segment_0.arrow";
+  const EightRowCache cache;
+  const std::string& segment = cache.segment;
   std::string bytes = ReadAll(segment);
   // Rename the footer's keys: both checksums and the footer's schema copy.
   for (const std::string name : {"torchcachex.xxh64", "torchcachex.keys_xxh64"}) {
@@ -81,15 +83,13 @@ TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
   bytes[at] ^= 0x01;
   std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
 
-  auto store = Store::Open(dir, "m_v1", {});
-  GetResult result = store->GetBatch(views);
+  auto store = Store::Open(cache.dir, "m_v1", {});
+  GetResult result = store->GetBatch(cache.views);
   for (int i = 0; i < 8; ++i) EXPECT_FALSE(result.found[i]) << i;
   auto warnings = store->TakeWarnings();
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("lacks its checksums"), std::string::npos) << warnings[0];
   EXPECT_EQ(store->GetStats().skipped_segments, 1u);
-  store.reset();
-  fs::remove_all(dir);
 }
 
 // A file of ours has its shapes validated with its checksum, when a row is
@@ -97,11 +97,8 @@ TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
 // A shape that disagrees with the data must still never be served, even with
 // checksums that match (a writer bug rather than damage).
 TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatchingChecksums) {
-  std::string tmpl = (fs::temp_directory_path() / "tcx_segment_shape_XXXXXX").string();
-  const std::string dir = ::mkdtemp(tmpl.data());
-  const std::vector<std::string> keys = WriteEightRows(dir);
-  const std::vector<std::string_view> views(keys.begin(), keys.end());
-  const std::string segment = dir + "/m_v1/segments/segment_0.arrow";
+  const EightRowCache cache;
+  const std::string& segment = cache.segment;
   std::string bytes = ReadAll(segment);
   auto checksum_hex = [&] {
     int32_t footer_length;
@@ -128,10 +125,10 @@ TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatch
   bytes.replace(recorded, new_checksum.size(), new_checksum);
   std::ofstream(segment, std::ios::binary | std::ios::trunc) << bytes;
 
-  auto store = Store::Open(dir, "m_v1", {});
+  auto store = Store::Open(cache.dir, "m_v1", {});
   EXPECT_TRUE(store->TakeWarnings().empty());  // opened: keys and checksums agree
   EXPECT_EQ(store->GetStats().skipped_segments, 0u);
-  GetResult result = store->GetBatch(views);
+  GetResult result = store->GetBatch(cache.views);
   for (int i = 0; i < 8; ++i) EXPECT_FALSE(result.found[i]) << i;
   auto warnings = store->TakeWarnings();
   ASSERT_EQ(warnings.size(), 1u);
@@ -139,8 +136,6 @@ TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatch
             std::string::npos)
       << warnings[0];
   EXPECT_EQ(store->GetStats().skipped_segments, 1u);
-  store.reset();
-  fs::remove_all(dir);
 }
 
 }  // namespace
