@@ -380,6 +380,10 @@ using namespace torchcachex;
 NB_MODULE(_core, m) {
   m.doc() = "torchcachex C++ engine: a persistent per-sample cache over Arrow IPC segments.";
   RegisterExceptions(m);
+  // Engine objects still referenced when the interpreter tears down (module
+  // globals, gc callbacks) are closed by the Python front's atexit handler;
+  // nanobind's shutdown "leaked instance" report would only alarm users.
+  nb::set_leak_warnings(false);
 
   nb::class_<PyStore>(m, "Store", "A cache directory cache_dir/module_id opened for reading and writing.")
       .def(
