@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "format/ipc_reader.h"
 #include "format/ipc_writer.h"
 #include "torchcachex/errors.h"
+#include "util/hash.h"
 
 namespace torchcachex::format {
 namespace {
@@ -445,6 +447,31 @@ TEST(IpcCodecTest, WriterPassesColumnBuffersThrough) {
       EXPECT_NE(std::find(pieces.begin(), pieces.end(), c.values.data()), pieces.end());
     }
   }
+}
+
+TEST(IpcCodecTest, FooterChecksumCoversEveryByteBeforeItInMultiMegabyteSegments) {
+  // Column buffers of several MB reach the sink in pieces, hashed piece by
+  // piece: the recorded checksum must still be that of the whole file.
+  OwnedTable t;
+  t.num_rows = 300;
+  std::vector<std::string> keys;
+  std::vector<std::vector<float>> rows;
+  for (int i = 0; i < t.num_rows; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    rows.push_back(std::vector<float>(4096 + static_cast<size_t>(i % 3), static_cast<float>(i)));
+  }
+  t.columns.push_back(StringColumn("key", keys));
+  t.columns.push_back(ListColumn<float>("data", ArrowPrimitive::kFloat32, rows));
+  const std::vector<std::byte> file = EncodeSegment(t.View());
+  ASSERT_GT(file.size(), size_t{4} << 20);
+  const ParsedSegment p = ParseSegment(AsSpan(file));
+  const std::string* recorded = FindMetadata(p.footer_metadata, kChecksumMetadataKey);
+  ASSERT_NE(recorded, nullptr);
+  char expected[17];
+  std::snprintf(expected, sizeof expected, "%016llx",
+                static_cast<unsigned long long>(Xxh64(AsSpan(file).first(p.footer_offset))));
+  EXPECT_EQ(*recorded, expected);
+  EXPECT_EQ(ListAt<float>(p.batches[0].columns[1], 299), rows[299]);
 }
 
 TEST(IpcCodecTest, WriterErrorsPropagateFromSink) {
