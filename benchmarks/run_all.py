@@ -510,7 +510,7 @@ def render(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> 
             w("### First pass after opening (warm page cache)\n")
             w("Warm cells above are the steady state of a training run (epoch 2 on): before them, the process "
               "reads the whole cache once, shuffled, timed here (1 run). That first pass also pays, once per "
-              "segment and process, the whole-file checksum of each segment (XXH64, about one memcpy of the "
+              "segment and process, the whole-file checksum of each segment (XXH3, about one read of the "
               "segment) and the first mapping of its pages.\n")
             w("| cache | row | batch | first pass samples/s | GB/s | ÷ steady state (same batch, shuffled) |")
             w("|---|---|---|---|---|---|")

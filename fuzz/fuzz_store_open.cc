@@ -38,6 +38,7 @@
 #include "torchcachex/errors.h"
 #include "torchcachex/store.h"
 #include "util/hash.h"
+#include "util/xxh3.h"
 
 using namespace torchcachex;
 namespace fs = std::filesystem;
@@ -85,6 +86,26 @@ std::optional<uint64_t> FooterChecksum(const format::ParsedSegment& parsed, cons
   return value;
 }
 
+// The whole-file checksum, as Segment reads it: the XXH3 one if its key is
+// present (malformed or not), else the XXH64 one of files written before XXH3.
+struct WholeFileChecksum {
+  uint64_t value;
+  bool xxh3;
+  bool Matches(std::span<const std::byte> file, const format::ParsedSegment& parsed) const {
+    const std::span<const std::byte> covered = file.first(parsed.footer_offset);
+    return (xxh3 ? Xxh3_64(covered) : Xxh64(covered)) == value;
+  }
+};
+std::optional<WholeFileChecksum> FileChecksum(const format::ParsedSegment& parsed, bool* malformed) {
+  if (auto value = FooterChecksum(parsed, format::kChecksumMetadataKey, malformed)) {
+    return WholeFileChecksum{*value, true};
+  }
+  if (auto value = FooterChecksum(parsed, format::kXxh64ChecksumMetadataKey, malformed)) {
+    return WholeFileChecksum{*value, false};
+  }
+  return std::nullopt;
+}
+
 // XXH64 of the key column as the writer records it (kKeysChecksumMetadataKey),
 // or nullopt where the column is not laid out as our writer lays it out.
 std::optional<uint64_t> KeyColumnChecksum(const std::vector<BatchView>& batches) {
@@ -126,8 +147,8 @@ std::optional<Schema> ExpectRecoveredSchema(std::span<const std::byte> file) {
   }
   if (format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr) {
     bool malformed = false;
-    std::optional<uint64_t> checksum = FooterChecksum(parsed, format::kChecksumMetadataKey, &malformed);
-    if (!checksum || malformed || Xxh64(file.first(parsed.footer_offset)) != *checksum) return std::nullopt;
+    const std::optional<WholeFileChecksum> checksum = FileChecksum(parsed, &malformed);
+    if (!checksum || malformed || !checksum->Matches(file, parsed)) return std::nullopt;
   }
   try {
     return format::SchemaFromSegment(parsed.fields, parsed.metadata);
@@ -164,7 +185,7 @@ Expected Expect(std::span<const std::byte> file, const Schema& schema) {
   auto batches = fuzz::ArrangedBatches(parsed, schema);
   if (!batches) return e;
   bool malformed = false;
-  const std::optional<uint64_t> checksum = FooterChecksum(parsed, format::kChecksumMetadataKey, &malformed);
+  const std::optional<WholeFileChecksum> checksum = FileChecksum(parsed, &malformed);
   const std::optional<uint64_t> keys_checksum = FooterChecksum(parsed, format::kKeysChecksumMetadataKey, &malformed);
   if (malformed) return e;
   const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr ||
@@ -174,7 +195,7 @@ Expected Expect(std::span<const std::byte> file, const Schema& schema) {
   const bool rows_valid = fuzz::RowsValid(*batches, schema);
   if (!checksum && !rows_valid) return e;
   e.loads = true;
-  e.intact = rows_valid && (!checksum || Xxh64(file.first(parsed.footer_offset)) == *checksum);
+  e.intact = rows_valid && (!checksum || checksum->Matches(file, parsed));
   for (const BatchView& batch : *batches) {
     for (int64_t row = 0; row < batch.num_rows; ++row) {
       if (!RowIsComplete(batch, row)) continue;

@@ -17,7 +17,7 @@
 #                    about 2-3x slower: what a short CI run wants)
 #   --no-build       use the binaries already in the build directory
 #   --make-corpus    (re)write the seed corpus fuzz/corpus/ (keeping the
-#                    regression_* inputs) and exit
+#                    regression_* and legacy_* inputs) and exit
 #   --fresh          forget the corpus grown by earlier runs (start from the seeds)
 #   --parallel       run the targets two at a time
 #   --jobs J         run J fuzzing processes per target, sharing its corpus
@@ -94,9 +94,11 @@ if [[ $BUILD -eq 1 ]]; then
 fi
 
 if [[ $MAKE_CORPUS -eq 1 ]]; then
-  # Regression inputs (regression_*) are kept; everything else is rewritten.
+  # Regression inputs (regression_*) and files of older format revisions
+  # (legacy_*: e.g. the XXH64 whole-file checksum, before XXH3), which our
+  # writer no longer produces, are kept; everything else is rewritten.
   for t in "${TARGETS_ALL[@]}"; do
-    [[ -d "fuzz/corpus/$t" ]] && find "fuzz/corpus/$t" -type f ! -name 'regression_*' -delete
+    [[ -d "fuzz/corpus/$t" ]] && find "fuzz/corpus/$t" -type f ! -name 'regression_*' ! -name 'legacy_*' -delete
   done
   "$BUILD_DIR/fuzz_make_corpus" fuzz/corpus
   # Arrow files written by pyarrow (tests/cpp/data): other writers' layouts

@@ -35,9 +35,13 @@ struct Field {
   KeyValueMetadata metadata;  // e.g. {"torch_dtype", "torch.bfloat16"}
 };
 
-// Footer custom-metadata key of a segment's checksum: XXH64 (seed 0) of every
-// byte before the footer, as 16 lowercase hex digits.
-inline constexpr const char* kChecksumMetadataKey = "torchcachex.xxh64";
+// Footer custom-metadata key of a segment's whole-file checksum: XXH3-64
+// (seed 0, util/xxh3.h) of every byte before the footer, as 16 lowercase hex
+// digits. The writer records this one.
+inline constexpr const char* kChecksumMetadataKey = "torchcachex.xxh3";
+// The same checksum computed with XXH64 (seed 0), as files written before
+// XXH3 carry it: still verified when read. A footer with both counts the XXH3 one.
+inline constexpr const char* kXxh64ChecksumMetadataKey = "torchcachex.xxh64";
 // Footer custom-metadata key of the key column's checksum: XXH64 (seed 0) of,
 // for every record batch in order, the key column's int32 offsets buffer
 // (num_rows + 1 entries, the first 0) followed by its characters. Opening a

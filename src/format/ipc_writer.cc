@@ -9,6 +9,7 @@
 #include "format/flatbuffer_builder.h"
 #include "torchcachex/errors.h"
 #include "util/hash.h"
+#include "util/xxh3.h"
 
 namespace torchcachex::format {
 
@@ -247,7 +248,7 @@ uint64_t WriteSegment(const SegmentTable& table, const ByteSink& sink) {
   // still in the CPU cache, so a large buffer is read from memory once, not
   // once by the hash and again by the sink's copy.
   constexpr size_t kHashThenSinkBytes = size_t{256} << 10;
-  Xxh64Stream checksum;
+  Xxh3Stream checksum;
   auto emit = [&](std::span<const std::byte> bytes) {
     while (!bytes.empty()) {
       const std::span<const std::byte> piece = bytes.first(std::min(bytes.size(), kHashThenSinkBytes));

@@ -10,6 +10,7 @@
 #include "format/segment_layout.h"
 #include "torchcachex/errors.h"
 #include "util/hash.h"
+#include "util/xxh3.h"
 
 namespace torchcachex {
 
@@ -105,6 +106,16 @@ class OpenPrefetcher {
 
 }  // namespace
 
+std::optional<Segment::FileChecksum> Segment::FileChecksumFromFooter(const format::ParsedSegment& parsed,
+                                                                     const std::string& path) {
+  if (auto value = ChecksumFromFooter(parsed, format::kChecksumMetadataKey, path)) {
+    return FileChecksum{*value, &Xxh3_64};
+  }
+  if (auto value = ChecksumFromFooter(parsed, format::kXxh64ChecksumMetadataKey, path)) {
+    return FileChecksum{*value, &Xxh64};
+  }
+  return std::nullopt;
+}
 
 std::unique_ptr<Segment> Segment::Open(const std::string& path, uint64_t number, const Schema& schema) {
   auto segment = std::unique_ptr<Segment>(new Segment());
@@ -159,7 +170,7 @@ void Segment::Load(const Schema& schema, bool validate_rows) {
   // be able to pass a damaged file off as one written by another tool.
   const bool written_by_us = format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr ||
                              SchemaMessageDeclaresOurs(mapped->bytes());
-  std::optional<uint64_t> checksum = ChecksumFromFooter(parsed, format::kChecksumMetadataKey, path_);
+  const auto checksum = FileChecksumFromFooter(parsed, path_);
   if (written_by_us && (!checksum || !format::FindMetadata(parsed.footer_metadata,
                                                            format::kKeysChecksumMetadataKey))) {
     throw CorruptFileError(path_ + ": the footer lacks its checksums (the file is damaged)");
@@ -207,7 +218,8 @@ void Segment::VerifyKeyChecksum(const format::ParsedSegment& parsed,
 bool Segment::VerifyOnce(const Schema& schema, std::string* problem) const {
   std::call_once(verify_once_, [&] {
     if (!marked_verified_) {
-      if (expected_checksum_ && Xxh64(mapped_->bytes().first(checksummed_bytes_)) != *expected_checksum_) {
+      if (expected_checksum_ &&
+          expected_checksum_->hash(mapped_->bytes().first(checksummed_bytes_)) != expected_checksum_->value) {
         integrity_problem_ = path_ + ": checksum mismatch (the file is damaged); its rows will be recomputed";
         integrity_.store(2);
         return;
@@ -247,8 +259,8 @@ Schema Segment::ReadSchema(const std::string& path) {
   format::ParsedSegment parsed = format::ParseSegment(mapped->bytes());
   // The schema is trusted for the whole cache: verify the file first.
   if (format::FindMetadata(parsed.metadata, format::kSchemaMetadataKey) != nullptr) {
-    std::optional<uint64_t> checksum = ChecksumFromFooter(parsed, format::kChecksumMetadataKey, path);
-    if (!checksum || Xxh64(mapped->bytes().first(parsed.footer_offset)) != *checksum) {
+    const auto checksum = FileChecksumFromFooter(parsed, path);
+    if (!checksum || checksum->hash(mapped->bytes().first(parsed.footer_offset)) != checksum->value) {
       throw CorruptFileError(path + ": checksum mismatch (the file is damaged)");
     }
   }

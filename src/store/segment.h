@@ -9,11 +9,12 @@
 // store bound the number of live mappings (vm.max_map_count) for caches of
 // very many segments.
 //
-// Integrity: a file written by torchcachex carries two XXH64 checksums in its
-// footer: one of the key column, verified when the segment is opened (the
-// keys are read then anyway, to build the index), and one of every byte
-// before the footer, verified once, lazily, the first time a row of the
-// segment is served (VerifyOnce), together with the rows' shapes. Opening a
+// Integrity: a file written by torchcachex carries two checksums in its
+// footer: XXH64 of the key column, verified when the segment is opened (the
+// keys are read then anyway, to build the index), and XXH3-64 (XXH64 in older
+// files) of every byte before the footer, verified once, lazily, the first
+// time a row of the segment is served (VerifyOnce), together with the rows'
+// shapes. Opening a
 // cache thus reads only the metadata, key columns and offsets (see
 // OpenPrefetcher in segment.cc), yet damaged bytes are never served and a
 // damaged key cannot hide a damaged segment. Files of other tools carry no
@@ -25,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -114,7 +116,17 @@ class Segment {
   std::string path_;
   int64_t num_rows_ = 0;
   std::shared_ptr<MappedFile> mapped_;
-  std::optional<uint64_t> expected_checksum_;
+  // A whole-file checksum recorded in a footer, and the hash that computes it.
+  struct FileChecksum {
+    uint64_t value;
+    uint64_t (*hash)(std::span<const std::byte>);
+  };
+  // The footer's whole-file checksum, if any: XXH3-64, or XXH64 in files
+  // written before XXH3 (format/arrow_types.h). Throws CorruptFileError if
+  // the recorded value is malformed.
+  static std::optional<FileChecksum> FileChecksumFromFooter(const format::ParsedSegment& parsed,
+                                                            const std::string& path);
+  std::optional<FileChecksum> expected_checksum_;
   uint64_t checksummed_bytes_ = 0;
   bool rows_validated_ = true;  // false: ValidateBatch is left to VerifyOnce
   std::vector<BatchView> batches_;

@@ -19,7 +19,7 @@
 #include "format/ipc_reader.h"
 #include "format/ipc_writer.h"
 #include "torchcachex/errors.h"
-#include "util/hash.h"
+#include "util/xxh3.h"
 
 namespace torchcachex::format {
 namespace {
@@ -469,7 +469,7 @@ TEST(IpcCodecTest, FooterChecksumCoversEveryByteBeforeItInMultiMegabyteSegments)
   ASSERT_NE(recorded, nullptr);
   char expected[17];
   std::snprintf(expected, sizeof expected, "%016llx",
-                static_cast<unsigned long long>(Xxh64(AsSpan(file).first(p.footer_offset))));
+                static_cast<unsigned long long>(Xxh3_64(AsSpan(file).first(p.footer_offset))));
   EXPECT_EQ(*recorded, expected);
   EXPECT_EQ(ListAt<float>(p.batches[0].columns[1], 299), rows[299]);
 }

@@ -7,7 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
-
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <span>
@@ -17,7 +17,7 @@
 #include "torchcachex/errors.h"
 #include "torchcachex/store.h"
 #include "test_support.h"
-#include "util/hash.h"
+#include "util/xxh3.h"
 
 namespace torchcachex {
 namespace {
@@ -66,7 +66,7 @@ TEST(SegmentDamageTest, FooterFlipsThatHideTheChecksumsAreStillDamage) {
   const std::string& segment = cache.segment;
   std::string bytes = ReadAll(segment);
   // Rename the footer's keys: both checksums and the footer's schema copy.
-  for (const std::string name : {"torchcachex.xxh64", "torchcachex.keys_xxh64"}) {
+  for (const std::string name : {"torchcachex.xxh3", "torchcachex.keys_xxh64"}) {
     size_t at = bytes.rfind(name);
     ASSERT_NE(at, std::string::npos) << name;
     bytes[at + name.size() - 3] ^= 0x01;
@@ -105,7 +105,7 @@ TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatch
     std::memcpy(&footer_length, bytes.data() + bytes.size() - 10, 4);
     const size_t footer_offset = bytes.size() - 10 - static_cast<size_t>(footer_length);
     char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(Xxh64(std::as_bytes(
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(Xxh3_64(std::as_bytes(
                                                   std::span(bytes.data(), footer_offset)))));
     return std::string(hex);
   };
@@ -136,6 +136,64 @@ TEST(SegmentDamageTest, AShapeThatDisagreesWithTheDataIsNeverServedEvenWithMatch
             std::string::npos)
       << warnings[0];
   EXPECT_EQ(store->GetStats().skipped_segments, 1u);
+}
+
+// A cache written before the whole-file checksum moved from XXH64 to XXH3:
+// tests/cpp/data/legacy_xxh64_* are the schema.json and only segment of a
+// cache written by commit d6a3e35 (keys "k0".."k7", row i = {i, i + 0.5,
+// i + 0.25, -i} in float32; footer key torchcachex.xxh64). Its rows are
+// served, with the schema read from schema.json or recovered from the segment,
+// and damage to it is still detected.
+TEST(SegmentDamageTest, CachesWrittenWithTheOlderXxh64ChecksumAreServedAndTheirDamageDetected) {
+  const std::filesystem::path data = std::filesystem::path(__FILE__).parent_path() / "data";
+  const std::string segment_bytes = ReadAll((data / "legacy_xxh64_segment.arrow").string());
+  ASSERT_NE(segment_bytes.find("torchcachex.xxh64"), std::string::npos);
+  ASSERT_EQ(segment_bytes.find("torchcachex.xxh3"), std::string::npos);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 8; ++i) keys.push_back("k" + std::to_string(i));
+  const std::vector<std::string_view> views(keys.begin(), keys.end());
+
+  for (const bool with_schema_json : {true, false}) {
+    for (const bool damaged : {false, true}) {
+      SCOPED_TRACE(std::string(with_schema_json ? "schema.json" : "schema recovered") +
+                   (damaged ? ", damaged" : ", intact"));
+      testing::TempDir tmp;
+      std::filesystem::create_directories(tmp.path() + "/m/segments");
+      if (with_schema_json) {
+        std::filesystem::copy_file(data / "legacy_xxh64_schema.json", tmp.path() + "/m/schema.json");
+      }
+      std::string bytes = segment_bytes;
+      if (damaged) {  // one bit of row 5's second value, 5.5
+        const float value = 5.5f;
+        const size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&value), 4));
+        ASSERT_NE(at, std::string::npos);
+        bytes[at] ^= 0x01;
+      }
+      std::ofstream(tmp.path() + "/m/segments/segment_0.arrow", std::ios::binary) << bytes;
+
+      auto store = Store::Open(tmp.path(), "m", {});
+      GetResult result = store->GetBatch(views);
+      if (damaged) {
+        for (int i = 0; i < 8; ++i) EXPECT_FALSE(result.found[i]) << i;
+        auto warnings = store->TakeWarnings();
+        ASSERT_FALSE(warnings.empty());
+        EXPECT_NE(warnings[0].find("checksum mismatch"), std::string::npos) << warnings[0];
+        continue;
+      }
+      for (const std::string& warning : store->TakeWarnings()) {  // e.g. that schema.json was recovered
+        EXPECT_EQ(warning.find("checksum"), std::string::npos) << warning;
+      }
+      ASSERT_EQ(result.leaves.size(), 1u);
+      ASSERT_TRUE(result.leaves[0].is_dense);
+      for (int i = 0; i < 8; ++i) {
+        ASSERT_TRUE(result.found[i]) << i;
+        float row[4];
+        std::memcpy(row, result.leaves[0].dense.get() + i * sizeof row, sizeof row);
+        const float expected[4] = {static_cast<float>(i), i + 0.5f, i + 0.25f, -static_cast<float>(i)};
+        for (int j = 0; j < 4; ++j) EXPECT_EQ(row[j], expected[j]) << i << "," << j;
+      }
+    }
+  }
 }
 
 }  // namespace
