@@ -61,7 +61,9 @@ def test_only_the_misses_are_computed(make_backend):
 
 
 @pytest.mark.parametrize(
-    "dtype", [torch.uint16, torch.uint64, torch.float8_e5m2, torch.bfloat16, torch.bool, torch.complex64], ids=str
+    "dtype",
+    [torch.uint16, torch.uint64, torch.float8_e5m2, torch.bfloat16, torch.bool, torch.complex64, torch.float32],
+    ids=str,
 )
 def test_partial_hits_with_duplicates_are_bit_exact_for_every_dtype(make_backend, dtype):
     table = random_tensor(dtype, 10, 3)  # the output of sample i is table[i]
@@ -72,6 +74,25 @@ def test_partial_hits_with_duplicates_are_bit_exact_for_every_dtype(make_backend
     out = cached(inputs_for(ids), cache_ids=ids)
     assert module.seen[3:] == [7, 9]
     assert bits_equal(out, table[ids])
+
+
+def test_partial_hits_are_exact_when_the_output_is_a_view_at_an_odd_byte_offset(make_backend):
+    # Rows of 8 bytes whose storage starts 1 byte in: the merge cannot move
+    # them as 8-byte words and must still place every byte.
+    storage = torch.arange(1 + 10 * 8, dtype=torch.uint8)
+    table = storage[1:].view(10, 8)
+
+    def consecutive_rows(x: torch.Tensor) -> torch.Tensor:  # a view of `table`, no copy
+        first = int(x[0, 0])
+        return table[first:first + len(x)]
+
+    module = Recorder(consecutive_rows)
+    cached = CacheModuleDecorator(module, make_backend())
+    cached(inputs_for([0, 1]), cache_ids=[0, 1])
+    ids = [0, 1, 2, 3]  # two hits, then misses 2 and 3 computed as one view at byte offset 17
+    out = cached(inputs_for(ids), cache_ids=ids)
+    assert module.seen[2:] == [2, 3]
+    assert torch.equal(out, table[ids])
 
 
 def test_full_hits_never_call_the_module(make_backend):
