@@ -796,8 +796,12 @@ def target_rows(results: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]
             txt += " (against a sequential write with early writeback: " + \
                 ", ".join(f"{s}: {r:.2f}" for s, r in wr_early) + ")"
         big_rows = [r for s, r in wr if row_bytes(s) >= 2048]
-        add("writes ≥ 80% of sequential write bandwidth (async, per row size)", txt,
+        small_rows = [r for s, r in wr if row_bytes(s) < 2048]
+        add("writes ≥ 80% of sequential write bandwidth (async; rows of 2 KB and more)", txt,
             all(r >= 0.8 for r in big_rows) if big_rows else None)
+        if small_rows:
+            add("writes ≥ 80% of sequential write bandwidth (async; 16-float rows)",
+                ", ".join(f"{s}: {r:.2f}" for s, r in wr if row_bytes(s) < 2048), all(r >= 0.8 for r in small_rows))
     fl = {}
     for key in results.get("steps", {}):
         if key.startswith("flush/"):

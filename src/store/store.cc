@@ -33,6 +33,7 @@
 #include <mutex>
 #include <pthread.h>
 #include <shared_mutex>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -148,6 +149,9 @@ struct Store::Impl {
     std::optional<uint64_t> number;    // its segment number, fixed at the first claim
     bool claimed = false;              // a writer is writing it now
     std::unique_ptr<Segment> written;  // written, not yet published
+    // HashKey of each row's key, computed by its writer outside mu, so that
+    // publishing (under mu, exclusively) does not hash every key twice.
+    std::vector<uint64_t> key_hashes;
   };
   // Elements are only popped once written, so a claimed element's address
   // stays valid while its writer runs with mu released.
@@ -250,15 +254,16 @@ struct Store::Impl {
   // ---- segments ------------------------------------------------------------
 
   // Adds a loaded (mapped) segment: its rows enter the index, newest last.
-  // mu held exclusively.
-  void AddSegment(std::unique_ptr<Segment> owned) {
+  // `key_hashes`: HashKey of every row's key in row order, if known (a
+  // segment this store wrote), else empty. mu held exclusively.
+  void AddSegment(std::unique_ptr<Segment> owned, std::span<const uint64_t> key_hashes = {}) {
     uint32_t slot = static_cast<uint32_t>(segments.size());
     Segment* segment = owned.get();
     segments.push_back(std::move(owned));
     ++mapped_count;
     seen_segment_numbers.insert(segment->number());
     index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()));
-    IndexRows(slot);
+    IndexRows(slot, key_hashes);
   }
 
   // Points the index at every complete row of the mapped segment in `slot`
@@ -269,15 +274,22 @@ struct Store::Impl {
   // and the home slot of row i + D is prefetched while row i is inserted:
   // opening a cache of 10M entries and publishing a segment into it are bound
   // by memory latency, and this overlaps the misses.
-  void IndexRows(uint32_t slot) {
+  void IndexRows(uint32_t slot, std::span<const uint64_t> key_hashes = {}) {
     KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
     constexpr int64_t kDistance = 16;
+    const bool hashed = key_hashes.size() == static_cast<size_t>(segments[slot]->num_rows());
     int64_t row = 0;
-    std::vector<uint64_t> hashes;
+    std::vector<uint64_t> computed;
     for (const BatchView& batch : segments[slot]->batches()) {
       const int64_t n = batch.num_rows;
-      hashes.resize(static_cast<size_t>(n));
-      for (int64_t local = 0; local < n; ++local) hashes[local] = HashKey(KeyAt(batch, local));
+      std::span<const uint64_t> hashes;
+      if (hashed) {
+        hashes = key_hashes.subspan(static_cast<size_t>(row), static_cast<size_t>(n));
+      } else {
+        computed.resize(static_cast<size_t>(n));
+        for (int64_t local = 0; local < n; ++local) computed[local] = HashKey(KeyAt(batch, local));
+        hashes = computed;
+      }
       for (int64_t local = 0; local < std::min(n, kDistance); ++local) index.PrefetchHome(hashes[local]);
       for (int64_t local = 0; local < n; ++local, ++row) {
         if (local + kDistance < n) index.PrefetchHome(hashes[local + kDistance]);
@@ -484,12 +496,16 @@ struct Store::Impl {
   // index and drops its `pending` entries; the caller then pops it (not
   // before: pending keys are read through it). Caller holds mu exclusively.
   void Publish(SealedBatch& front) {
-    AddSegment(std::move(front.written));
+    AddSegment(std::move(front.written), front.key_hashes);
     EvictToCap();
     const PendingBatch& batch = *front.batch;
-    for (int64_t row = 0; row < batch.num_rows(); ++row) {
+    const int64_t n = batch.num_rows();
+    const bool hashed = front.key_hashes.size() == static_cast<size_t>(n);
+    constexpr int64_t kDistance = 16;  // as in IndexRows: overlap the slot misses
+    for (int64_t row = 0; row < n; ++row) {
+      if (hashed && row + kDistance < n) pending.PrefetchHome(front.key_hashes[row + kDistance]);
       const std::string_view key = batch.KeyOf(row);
-      pending.EraseIfIn(HashKey(key), key, front.serial, pending_key_at);
+      pending.EraseIfIn(hashed ? front.key_hashes[row] : HashKey(key), key, front.serial, pending_key_at);
     }
     ++published_total;
     cv.notify_all();
@@ -536,8 +552,11 @@ struct Store::Impl {
     lock.unlock();
     std::unique_ptr<Segment> segment;
     std::exception_ptr error;
+    std::vector<uint64_t> key_hashes;
     try {
       segment = WriteBatch(*batch, number);
+      key_hashes.resize(static_cast<size_t>(batch->num_rows()));
+      for (int64_t row = 0; row < batch->num_rows(); ++row) key_hashes[row] = HashKey(batch->KeyOf(row));
     } catch (...) {
       error = std::current_exception();
     }
@@ -549,6 +568,7 @@ struct Store::Impl {
     entry->claimed = false;
     if (error) return error;
     entry->written = std::move(segment);
+    entry->key_hashes = std::move(key_hashes);
     while (!sealed.empty() && sealed.front().written) {
       Publish(sealed.front());
       std::shared_ptr<PendingBatch> batch = std::move(sealed.front().batch);
