@@ -9,38 +9,20 @@
 #include <cstddef>
 #include <cstring>
 
+#include "util/xxhash_common.h"
+
 namespace torchcachex {
 
 namespace {
 
-constexpr uint64_t kPrime1 = 0x9E3779B185EBCA87ULL;
-constexpr uint64_t kPrime2 = 0xC2B2AE3D27D4EB4FULL;
-constexpr uint64_t kPrime3 = 0x165667B19E3779F9ULL;
-constexpr uint64_t kPrime4 = 0x85EBCA77C2B2AE63ULL;
-constexpr uint64_t kPrime5 = 0x27D4EB2F165667C5ULL;
-
-inline uint64_t Rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-inline uint64_t Read64(const unsigned char* p) {
-  if constexpr (std::endian::native == std::endian::little) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    return v;
-  }
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-inline uint32_t Read32(const unsigned char* p) {
-  if constexpr (std::endian::native == std::endian::little) {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-  }
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-}
+using xxhash::Read32;
+using xxhash::Read64;
+using xxhash::Rotl;
+constexpr uint64_t kPrime1 = xxhash::kPrime64_1;
+constexpr uint64_t kPrime2 = xxhash::kPrime64_2;
+constexpr uint64_t kPrime3 = xxhash::kPrime64_3;
+constexpr uint64_t kPrime4 = xxhash::kPrime64_4;
+constexpr uint64_t kPrime5 = xxhash::kPrime64_5;
 
 inline uint64_t Round(uint64_t acc, uint64_t lane) {
   acc += lane * kPrime2;
