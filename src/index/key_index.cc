@@ -140,23 +140,46 @@ bool KeyIndex::EraseIfIn(uint64_t hash, std::string_view key, uint32_t segment, 
   }
 }
 
-void KeyIndex::Reserve(size_t entries) {
-  if (entries == 0) return;
+size_t KeyIndex::GrowthFor(size_t entries) const noexcept {
+  if (entries == 0) return 0;
   size_t capacity = slots_.empty() ? kMinCapacity : slots_.size();
   while (!Fits(entries, capacity)) {
-    if (capacity >= kMaxCapacity) throw InvalidArgumentError("KeyIndex: too many entries");
+    if (capacity >= kMaxCapacity) return 0;  // cannot fit: Reserve throws
     capacity *= 2;
   }
-  if (capacity > slots_.size()) Grow(capacity);
+  return capacity > slots_.size() ? capacity : 0;
 }
 
-void KeyIndex::Grow(size_t min_capacity) {
+void KeyIndex::Reserve(size_t entries) { Reserve(entries, nullptr); }
+
+void KeyIndex::Reserve(size_t entries, PreparedTable* prepared) {
+  if (entries == 0) return;
+  const size_t capacity = GrowthFor(entries);
+  if (capacity > 0) {
+    Grow(capacity, prepared);
+  } else if (!Fits(entries, slots_.size())) {
+    throw InvalidArgumentError("KeyIndex: too many entries");
+  }
+}
+
+KeyIndex::PreparedTable KeyIndex::Prepare(size_t capacity) {
+  PreparedTable table;
+  table.slots_.reserve(capacity);
+  AdviseHugePages(table.slots_.data(), capacity * sizeof(Slot));
+  table.slots_.assign(capacity, Slot{0, kEmpty, 0});
+  return table;
+}
+
+void KeyIndex::Grow(size_t min_capacity, PreparedTable* prepared) {
   size_t capacity = std::bit_ceil(std::max(min_capacity, kMinCapacity));
   if (capacity > kMaxCapacity) throw InvalidArgumentError("KeyIndex: too many entries");
   std::vector<Slot> fresh;
-  fresh.reserve(capacity);
-  AdviseHugePages(fresh.data(), capacity * sizeof(Slot));
-  fresh.assign(capacity, Slot{0, kEmpty, 0});
+  if (prepared != nullptr && prepared->capacity() == capacity) {
+    fresh = std::move(prepared->slots_);  // empty slots, pages already faulted in
+    prepared->slots_.clear();
+  } else {
+    fresh = std::move(Prepare(capacity).slots_);
+  }
   const size_t mask = capacity - 1;
   const int bits = CapacityBits(capacity);
   for (const Slot& slot : slots_) {

@@ -78,15 +78,40 @@ class KeyIndex {
   // Makes room for `entries` entries without rehashing.
   void Reserve(size_t entries);
 
+  // Empty slot storage made ahead of a growth. Most of the cost of growing a
+  // large index is the kernel zeroing the new table's fresh pages (about
+  // 90% of a 3.4M-entry growth here), not moving the entries; a caller can
+  // build this without holding the lock that guards the index, then hand it
+  // to Reserve.
+  class PreparedTable {
+   public:
+    PreparedTable() = default;
+    size_t capacity() const { return slots_.size(); }
+
+   private:
+    friend class KeyIndex;
+    struct Slot {
+      uint32_t tag;
+      uint32_t segment;
+      uint32_t row;
+    };
+    std::vector<Slot> slots_;
+  };
+  // The capacity Reserve(entries) would grow to; 0 if `entries` fit now (or
+  // can never fit: Reserve then throws).
+  size_t GrowthFor(size_t entries) const noexcept;
+  // `capacity` empty slots with their memory faulted in. Any thread, no lock.
+  static PreparedTable Prepare(size_t capacity);
+  // Reserve(entries), growing into `prepared` if it has the capacity that
+  // needs (it is then consumed); otherwise as Reserve(entries).
+  void Reserve(size_t entries, PreparedTable* prepared);
+
   size_t size() const { return size_; }
+  size_t capacity() const { return slots_.size(); }  // slots
   size_t memory_bytes() const;
 
  private:
-  struct Slot {
-    uint32_t tag;
-    uint32_t segment;  // kEmpty when the slot is free
-    uint32_t row;
-  };
+  using Slot = PreparedTable::Slot;  // segment is kEmpty when the slot is free
   static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
   // tag  = high 32 bits XOR low 32 bits of the hash;
   // home = top log2(capacity) bits of (tag * 0x9E3779B9) (Fibonacci hashing).
@@ -98,7 +123,7 @@ class KeyIndex {
     return static_cast<size_t>(static_cast<uint64_t>(mixed) >> (32 - bits));
   }
   static int CapacityBits(size_t capacity) { return std::countr_zero(capacity); }
-  void Grow(size_t min_capacity);
+  void Grow(size_t min_capacity, PreparedTable* prepared = nullptr);
   // Empties occupied slot `hole` by backward-shift deletion: later entries of
   // its cluster whose home does not lie cyclically in (hole, j] move back, so
   // no entry is left separated from its home by an empty slot.

@@ -141,6 +141,9 @@ struct Store::Impl {
   KeyIndex index;
   std::shared_ptr<PendingBatch> active;
   std::shared_ptr<PendingBatch> spare;  // an empty published batch, reused as the next active one
+  // The index's next table, made ahead by the background writer
+  // (PrepareIndexGrowth); used by the growth it was made for. Guarded by mu.
+  KeyIndex::PreparedTable next_index_table;
   // A sealed batch: waiting to be written, being written (claimed), or
   // written and waiting for the batches before it to be published.
   struct SealedBatch {
@@ -262,7 +265,7 @@ struct Store::Impl {
     segments.push_back(std::move(owned));
     ++mapped_count;
     seen_segment_numbers.insert(segment->number());
-    index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()));
+    index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()), &next_index_table);
     IndexRows(slot, key_hashes);
   }
 
@@ -560,6 +563,7 @@ struct Store::Impl {
     } catch (...) {
       error = std::current_exception();
     }
+
     batch.reset();  // the queue entry keeps it alive; once published, its buffers may be reused
     if (!error && (bytes_since_trim += batch_bytes) >= kTrimEveryBytes && bytes_since_trim.exchange(0) > 0) {
       ReleaseFreeHeapMemory();  // outside mu: it walks the whole heap
@@ -615,7 +619,28 @@ struct Store::Impl {
       SealedBatch* entry = writer_paused ? nullptr : NextWritable();
       if (entry == nullptr) break;  // stop requested and nothing writable left
       if (std::exception_ptr error = WriteClaimed(entry, lock)) SetWriterError(error);
+      PrepareIndexGrowth(lock);
     }
+  }
+
+  // Background writer, mu held exclusively through `lock`: if publishing
+  // the rows now pending (and one more batch) will grow the index, makes the
+  // larger table now, with mu released. Growing a large index is mostly the
+  // kernel zeroing the new table's pages (a 3.4M-entry index: ~200 ms, all
+  // lookups and puts waiting); with the table made ahead, the publish that
+  // grows it only moves the entries.
+  void PrepareIndexGrowth(std::unique_lock<std::shared_mutex>& lock) {
+    if (next_index_table.capacity() <= index.capacity()) next_index_table = {};  // outgrown
+    const size_t capacity = index.GrowthFor(index.size() + pending.size() + options.flush_every);
+    if (capacity == 0 || next_index_table.capacity() == capacity) return;
+    lock.unlock();
+    KeyIndex::PreparedTable table;
+    try {
+      table = KeyIndex::Prepare(capacity);
+    } catch (const std::bad_alloc&) {  // then the index grows under mu, as it would have
+    }
+    lock.lock();
+    if (table.capacity() > index.capacity()) next_index_table = std::move(table);
   }
 
   // Synchronous mode: writes every sealed batch in the calling thread.

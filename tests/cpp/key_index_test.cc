@@ -299,6 +299,51 @@ TEST(KeyIndexTest, ReservePreventsRehash) {
   }
 }
 
+// A table prepared ahead (off the lock, in the store) is what the growth
+// uses when its capacity is the one needed: entries all survive, and the
+// table is consumed. Any other capacity is ignored and left as it was.
+TEST(KeyIndexTest, GrowingIntoAPreparedTableKeepsEveryEntry) {
+  FakeSegments segments;
+  KeyIndex index;
+  const auto key_at = segments.key_at();
+  for (int i = 0; i < 1000; ++i) {
+    std::string key = std::to_string(i);
+    index.Upsert(HashKey(key), key, segments.Append(0, key), key_at);
+  }
+  const size_t before = index.capacity();
+  EXPECT_EQ(index.GrowthFor(index.size()), 0u);  // fits
+  const size_t needed = index.GrowthFor(before);  // cannot stay at load <= 0.8
+  ASSERT_EQ(needed, 2 * before);
+
+  KeyIndex::PreparedTable wrong = KeyIndex::Prepare(4 * before);
+  index.Reserve(before, &wrong);
+  EXPECT_EQ(index.capacity(), needed);
+  EXPECT_EQ(wrong.capacity(), 4 * before);  // not the capacity needed: untouched
+
+  KeyIndex::PreparedTable right = KeyIndex::Prepare(2 * needed);
+  const size_t entries = index.capacity();  // needs 2 * needed slots
+  ASSERT_EQ(index.GrowthFor(entries), 2 * needed);
+  index.Reserve(entries, &right);
+  EXPECT_EQ(index.capacity(), 2 * needed);
+  EXPECT_EQ(right.capacity(), 0u);  // consumed
+  EXPECT_EQ(index.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) {
+    std::string key = std::to_string(i);
+    auto found = index.Find(HashKey(key), key, key_at);
+    ASSERT_TRUE(found) << key;
+    EXPECT_EQ(found->row, static_cast<uint32_t>(i));
+  }
+  // Later inserts still land and are found.
+  for (int i = 1000; i < 2000; ++i) {
+    std::string key = std::to_string(i);
+    index.Upsert(HashKey(key), key, segments.Append(0, key), key_at);
+  }
+  for (int i = 0; i < 2000; ++i) {
+    std::string key = std::to_string(i);
+    EXPECT_TRUE(SameLocation(index.Find(HashKey(key), key, key_at), RowLocation{0, static_cast<uint32_t>(i)}));
+  }
+}
+
 TEST(KeyIndexTest, ReservedSegmentIdIsRejected) {
   FakeSegments segments;
   KeyIndex index;
