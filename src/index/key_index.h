@@ -79,10 +79,10 @@ class KeyIndex {
   void Reserve(size_t entries);
 
   // Empty slot storage made ahead of a growth. Most of the cost of growing a
-  // large index is the kernel zeroing the new table's fresh pages (about
-  // 90% of a 3.4M-entry growth here), not moving the entries; a caller can
-  // build this without holding the lock that guards the index, then hand it
-  // to Reserve.
+  // large index is the kernel zeroing the new table's fresh pages, not
+  // moving the entries (perf of a 3.4M-entry growth: 52% against 8% of the
+  // samples); a caller can build this without holding the lock that guards
+  // the index, then hand it to Reserve.
   class PreparedTable {
    public:
     PreparedTable() = default;
