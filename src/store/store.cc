@@ -563,7 +563,6 @@ struct Store::Impl {
     } catch (...) {
       error = std::current_exception();
     }
-
     batch.reset();  // the queue entry keeps it alive; once published, its buffers may be reused
     if (!error && (bytes_since_trim += batch_bytes) >= kTrimEveryBytes && bytes_since_trim.exchange(0) > 0) {
       ReleaseFreeHeapMemory();  // outside mu: it walks the whole heap

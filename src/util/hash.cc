@@ -5,7 +5,6 @@
 
 #include "util/hash.h"
 
-#include <bit>
 #include <cstddef>
 #include <cstring>
 
@@ -83,13 +82,7 @@ uint64_t Finish(uint64_t acc, const unsigned char* p, const unsigned char* end) 
     ++p;
   }
 
-  // Avalanche.
-  acc ^= acc >> 33;
-  acc *= kPrime2;
-  acc ^= acc >> 29;
-  acc *= kPrime3;
-  acc ^= acc >> 32;
-  return acc;
+  return xxhash::AvalancheXxh64(acc);
 }
 
 }  // namespace

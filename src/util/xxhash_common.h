@@ -1,6 +1,7 @@
 // What XXH64 (util/hash.cc) and XXH3 (util/xxh3.cc) share, from the xxHash
-// specification: its 64-bit primes and little-endian reads of input words
-// (the same result on every host, since hashes are persisted).
+// specification: its 64-bit primes, XXH64's avalanche, and little-endian
+// reads of input words (the same result on every host, since hashes are
+// persisted).
 #pragma once
 
 #include <bit>
@@ -16,6 +17,15 @@ inline constexpr uint64_t kPrime64_4 = 0x85EBCA77C2B2AE63ULL;
 inline constexpr uint64_t kPrime64_5 = 0x27D4EB2F165667C5ULL;
 
 inline uint64_t Rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+// XXH64's final mix (avalanche), which XXH3 also applies to inputs of 0-3 bytes.
+inline uint64_t AvalancheXxh64(uint64_t x) {
+  x ^= x >> 33;
+  x *= kPrime64_2;
+  x ^= x >> 29;
+  x *= kPrime64_3;
+  return x ^ (x >> 32);
+}
 
 // The 64-bit word at p, little-endian.
 inline uint64_t Read64(const unsigned char* p) {
