@@ -114,7 +114,15 @@ std::string StripTrailingSlashes(std::string path) {
 struct Store::Impl {
   // Where a looked-up key's row is.
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
-  static constexpr size_t kPipelineMinEntries = 65536;  // smaller indexes: plain lookup loop
+  // Batched lookups are software-pipelined (see Lookup) when their chains of
+  // dependent loads miss the core's caches: the index has this many entries,
+  // or the last lookup gathered rows this wide. Gathering rows of 1 KB and
+  // more (read, and written to the result) pushes even a small index and its
+  // key column out of cache between batches. For 10k entries: 8% faster per
+  // batch of 2 KB rows, no change for 1 KB to 16 KB rows, and 10% slower for
+  // 64-byte rows, which all stay cached (benchmarks/NOTES.md, round 6).
+  static constexpr size_t kPipelineMinEntries = 65536;
+  static constexpr size_t kPipelineMinRowBytes = 1024;
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr uint64_t kTrimEveryBytes = uint64_t{32} << 20;   // heap given back to the OS this often
@@ -135,6 +143,9 @@ struct Store::Impl {
   std::optional<Schema> schema;
   std::vector<std::unique_ptr<Segment>> segments;  // RowLocation.segment indexes this
   size_t mapped_count = 0;   // segments with mapped() true
+  // Bytes per row of the last lookup's dense leaves (a hint, see
+  // kPipelineMinRowBytes; written under the shared lock, hence atomic).
+  std::atomic<size_t> last_gather_row_bytes{0};
   size_t clock_hand = 0;     // next eviction candidate
   std::unordered_set<uint64_t> reported_damaged;  // segment numbers already warned about
   std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
@@ -754,7 +765,8 @@ struct Store::Impl {
     std::vector<Found> found(n);
     std::vector<HotCache::Row> hot_rows;
     const KeyIndex::KeyAt key_at = KeyAtFn(exclusive);
-    if (index.size() < kPipelineMinEntries) {  // small: everything is in cache anyway
+    if (index.size() < kPipelineMinEntries &&
+        last_gather_row_bytes.load(std::memory_order_relaxed) < kPipelineMinRowBytes) {  // all in cache
       for (size_t i = 0; i < n; ++i) {
         found[i] = Find(keys[i], NeedsHash() ? HashKey(keys[i]) : 0, &hot_rows, key_at);
         result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
@@ -798,9 +810,12 @@ struct Store::Impl {
     }
     if (!schema) return result;
     result.leaves.resize(schema->leaves.size());
+    size_t row_bytes = 0;  // of the dense leaves
     for (size_t l = 0; l < schema->leaves.size(); ++l) {
       FillLeaf(l, found, hot_rows, &result.leaves[l]);
+      row_bytes += result.leaves[l].row_bytes;
     }
+    last_gather_row_bytes.store(row_bytes, std::memory_order_relaxed);
     return result;
   }
 

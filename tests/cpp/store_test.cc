@@ -119,6 +119,45 @@ TEST(StoreTest, LaterWritesOfAKeyWin) {
   EXPECT_EQ(reopened->size(), 5u);
 }
 
+// Lookups are software-pipelined for large indexes and, once a lookup has
+// gathered rows of 1 KB or more, for small ones too. Both ways must serve the
+// same rows: segment rows, pending rows (newest copy first), repeated keys
+// and misses, in batches of every size around the pipeline's depth.
+TEST(StoreTest, LookupsAfterWideRowsServeSegmentPendingRepeatedAndMissingKeys) {
+  TempDir tmp;
+  constexpr int kDim = 512;  // 2 KB rows
+  auto store = OpenFloat(tmp.path(), Options{.flush_every = 64});
+  FloatRows flushed(0, 300, kDim);
+  store->Put(flushed.views, std::span(&flushed.leaf, 1));
+  store->Flush();
+  FloatRows pending(300, 50, kDim);
+  store->Put(pending.views, std::span(&pending.leaf, 1));
+  FloatRows rewritten(5, 1, kDim, /*offset=*/0.5f);
+  store->Put(rewritten.views, std::span(&rewritten.leaf, 1));
+
+  std::vector<std::string> names;
+  std::vector<int> expected;  // key number, or -1 for a miss
+  std::mt19937 rng(7);
+  for (int i = 0; i < 400; ++i) {
+    const int k = static_cast<int>(rng() % 370);  // 350..369 were never put; repeats are likely
+    names.push_back("sample_" + std::to_string(k));
+    expected.push_back(k < 350 ? k : -1);
+  }
+  for (size_t batch : {1, 7, 8, 25, 256, 400}) {
+    for (int pass = 0; pass < 2; ++pass) {  // the first gather of each size sets the row-width hint
+      std::vector<std::string_view> keys(names.begin(), names.begin() + batch);
+      GetResult result = store->GetBatch(keys);
+      for (size_t i = 0; i < batch; ++i) {
+        if (expected[i] < 0) {
+          EXPECT_FALSE(result.found[i]) << names[i];
+        } else {
+          ExpectRow(result, i, expected[i], kDim, expected[i] == 5 ? 0.5f : 0.0f);
+        }
+      }
+    }
+  }
+}
+
 // Put and Flush write queued segments themselves while the writer thread
 // writes others, so segments may finish out of order: they must still be
 // published, and numbered on disk, in put order. Each put here adds one row
