@@ -770,6 +770,9 @@ class ArrowIPCCacheBackend:
         self._closed = False
         self._layout: Optional[_Layout] = None
         self._ensured: Optional[tuple] = None  # (names, dtypes, structure, spec) last checked
+        # The dtype of the last checked layout when it is one bare tensor (else None): a put of
+        # a plain torch.Tensor of this dtype has that layout, so it skips flattening and checking.
+        self._ensured_tensor_dtype: Optional[torch.dtype] = None
         self._reopen_lock = threading.Lock()
         self._store = self._open_store()
         _LIVE.add(self)
@@ -837,6 +840,7 @@ class ArrowIPCCacheBackend:
         self._closed = bool(state["closed"])
         self._layout = None
         self._ensured = None
+        self._ensured_tensor_dtype = None
         self._reopen_lock = threading.Lock()
         self._store = _Unopened(self)  # opened on first use
         if not self._closed:
@@ -956,6 +960,10 @@ class ArrowIPCCacheBackend:
         batch = len(keys)
         if batch == 0:
             return
+        if type(output) is torch.Tensor and output.dtype is self._ensured_tensor_dtype:
+            # The layout of the last put (one bare tensor of this dtype), already checked.
+            self._store.put_batch(keys.values, [_encode_dense(output, batch, self._ensured[0][0])])
+            return
         flat = tree.flatten(output)
         payload, dtypes = [], []
         for name, value in zip(flat.names, flat.values):
@@ -1006,6 +1014,7 @@ class ArrowIPCCacheBackend:
                 f"{_describe_structure(flat.output_structure, flat.spec)}"
             )
         self._ensured = layout_key
+        self._ensured_tensor_dtype = dtypes[0] if flat.output_structure == tree.TENSOR else None
 
     # -- management
 

@@ -268,9 +268,10 @@ class CacheModuleDecorator(nn.Module):
             sub_kwargs = {name: slicer(value) for name, value in kwargs.items()}
         with torch.no_grad():
             computed = self.module(*sub_args, **sub_kwargs)
-        self.cache_backend.put_batch_outputs(keys.take(compute_at), computed)
-        if len(compute_at) == batch:
+        if len(compute_at) == batch:  # every sample computed, in order
+            self.cache_backend.put_batch_outputs(keys, computed)
             return computed
+        self.cache_backend.put_batch_outputs(keys.take(compute_at), computed)
         return cached.merge(missing, computed, inverse, device)
 
     def extra_repr(self) -> str:

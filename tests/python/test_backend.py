@@ -242,6 +242,24 @@ def test_structure_mismatch_with_identical_leaves_is_detected(make_backend):
     assert 1 not in backend
 
 
+def test_puts_after_a_tensor_put_are_still_checked_against_the_schema(make_backend):
+    # Once one bare tensor of a dtype has been put, later puts of plain tensors of that dtype skip
+    # the layout check; every other output must still be checked, in the same backend.
+    backend = make_backend()
+    backend.put_batch_outputs([0, 1], torch.ones(2, 3))
+    with pytest.raises(SchemaMismatchError, match="torch.float64 in the output but torch.float32"):
+        backend.put_batch_outputs([2], torch.ones(1, 3, dtype=torch.float64))
+    with pytest.raises(SchemaMismatchError, match="is a dict but the cache stores a tensor"):
+        backend.put_batch_outputs([3], {"a": torch.ones(1, 3)})
+    with pytest.raises(ValueError, match="batched along dim 0"):
+        backend.put_batch_outputs([4, 5], torch.ones(3, 3))
+    backend.put_batch_outputs([6], torch.full((1, 5), 2.0).t().contiguous().t())  # a non-contiguous view
+    backend.put_batch_outputs([7], torch.nn.Parameter(torch.full((1, 2), 3.0)))  # a Tensor subclass
+    assert all(k not in backend for k in (2, 3, 4, 5))
+    assert torch.equal(backend.lookup_fast([6]), torch.full((1, 5), 2.0))
+    assert torch.equal(backend.lookup_fast([7]), torch.full((1, 2), 3.0))
+
+
 def test_leaf_kind_change_is_a_schema_mismatch(make_backend):
     backend = make_backend()
     backend.put_batch_outputs([0], {"a": torch.ones(1, 1), "b": torch.ones(1, 1)})
