@@ -269,15 +269,17 @@ struct Store::Impl {
 
   // Adds a loaded (mapped) segment: its rows enter the index, newest last.
   // `key_hashes`: HashKey of every row's key in row order, if known (a
-  // segment this store wrote), else empty. mu held exclusively.
-  void AddSegment(std::unique_ptr<Segment> owned, std::span<const uint64_t> key_hashes = {}) {
+  // segment this store wrote), else empty. `source`: the pending batch it was
+  // written from, if any (see IndexRows). mu held exclusively.
+  void AddSegment(std::unique_ptr<Segment> owned, std::span<const uint64_t> key_hashes = {},
+                  const PendingBatch* source = nullptr) {
     uint32_t slot = static_cast<uint32_t>(segments.size());
     Segment* segment = owned.get();
     segments.push_back(std::move(owned));
     ++mapped_count;
     seen_segment_numbers.insert(segment->number());
     index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()), &next_index_table);
-    IndexRows(slot, key_hashes);
+    IndexRows(slot, key_hashes, source);
   }
 
   // Points the index at every complete row of the mapped segment in `slot`
@@ -288,10 +290,17 @@ struct Store::Impl {
   // and the home slot of row i + D is prefetched while row i is inserted:
   // opening a cache of 10M entries and publishing a segment into it are bound
   // by memory latency, and this overlaps the misses.
-  void IndexRows(uint32_t slot, std::span<const uint64_t> key_hashes = {}) {
+  //
+  // `source`: the pending batch the segment was written from (same rows, in
+  // order), or null. Its rows are complete and its keys are in memory, so the
+  // publish that indexes them does not read the new file's mapping (first
+  // touches of its pages: page faults, with every lookup and put waiting).
+  void IndexRows(uint32_t slot, std::span<const uint64_t> key_hashes = {}, const PendingBatch* source = nullptr) {
     KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
     constexpr int64_t kDistance = 16;
-    const bool hashed = key_hashes.size() == static_cast<size_t>(segments[slot]->num_rows());
+    const int64_t rows = segments[slot]->num_rows();
+    if (source != nullptr && source->num_rows() != rows) source = nullptr;
+    const bool hashed = key_hashes.size() == static_cast<size_t>(rows);
     int64_t row = 0;
     std::vector<uint64_t> computed;
     for (const BatchView& batch : segments[slot]->batches()) {
@@ -307,6 +316,10 @@ struct Store::Impl {
       for (int64_t local = 0; local < std::min(n, kDistance); ++local) index.PrefetchHome(hashes[local]);
       for (int64_t local = 0; local < n; ++local, ++row) {
         if (local + kDistance < n) index.PrefetchHome(hashes[local + kDistance]);
+        if (source != nullptr) {
+          index.Upsert(hashes[local], source->KeyOf(row), RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
+          continue;
+        }
         if (!RowIsComplete(batch, local)) continue;
         index.Upsert(hashes[local], KeyAt(batch, local), RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
       }
@@ -510,7 +523,7 @@ struct Store::Impl {
   // index and drops its `pending` entries; the caller then pops it (not
   // before: pending keys are read through it). Caller holds mu exclusively.
   void Publish(SealedBatch& front) {
-    AddSegment(std::move(front.written), front.key_hashes);
+    AddSegment(std::move(front.written), front.key_hashes, front.batch.get());
     EvictToCap();
     const PendingBatch& batch = *front.batch;
     const int64_t n = batch.num_rows();
