@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "util/prefetch.h"
+
 namespace torchcachex {
 
 struct RowLocation {
@@ -39,11 +41,16 @@ class KeyIndex {
   std::optional<RowLocation> Find(uint64_t hash, std::string_view key, const KeyAt& key_at) const;
 
   // Batched lookups (software pipelining, see Store's Lookup): hints the CPU
-  // to fetch the home slot of `hash` now, so that a later Find of it does not
-  // stall on a cache miss.
+  // to fetch the home slot of `hash` and the next kPrefetchSlots - 1 slots
+  // (one or two cache lines) now, so that a later Find or Upsert of it does
+  // not stall on a cache miss. A probe reads 3.4 slots on average at load
+  // 0.6, and 12-byte slots straddle lines: fetching only the home slot's
+  // line left most probes with a second, unhidden miss.
   void PrefetchHome(uint64_t hash) const {
     if (slots_.empty()) return;
-    __builtin_prefetch(&slots_[HomeOf(TagOf(hash), CapacityBits(slots_.size()))]);
+    const auto* home = reinterpret_cast<const char*>(slots_.data() + HomeOf(TagOf(hash), CapacityBits(slots_.size())));
+    Prefetch(home);
+    Prefetch(home + kPrefetchSlots * sizeof(Slot) - 1);
   }
 
   // The location of the first slot whose tag matches `hash` (unverified: the
@@ -113,6 +120,7 @@ class KeyIndex {
  private:
   using Slot = PreparedTable::Slot;  // segment is kEmpty when the slot is free
   static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+  static constexpr size_t kPrefetchSlots = 4;  // slots PrefetchHome covers
   // tag  = high 32 bits XOR low 32 bits of the hash;
   // home = top log2(capacity) bits of (tag * 0x9E3779B9) (Fibonacci hashing).
   static uint32_t TagOf(uint64_t hash) {

@@ -35,6 +35,7 @@
 #include "store/batch_view.h"
 #include "torchcachex/schema.h"
 #include "util/file.h"
+#include "util/prefetch.h"
 
 namespace torchcachex {
 
@@ -77,12 +78,12 @@ class Segment {
   void PrefetchKeyOffsets(int64_t row) const {
     if (batches_.size() != 1) return;
     const format::ColumnView& key = batches_[0].key;
-    __builtin_prefetch(key.offsets + row * (key.large_offsets ? 8 : 4));
+    Prefetch(key.offsets + row * (key.large_offsets ? 8 : 4));
   }
   void PrefetchKey(int64_t row) const {
     if (batches_.size() != 1 || row >= batches_[0].num_rows) return;
     const format::ColumnView& key = batches_[0].key;
-    __builtin_prefetch(key.values + key.Offset(row));
+    Prefetch(key.values + key.Offset(row));
   }
 
   // Verifies the checksum the first time it is called (thread-safe; requires

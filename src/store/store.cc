@@ -49,6 +49,7 @@
 #include "util/file.h"
 #include "util/hash.h"
 #include "util/memory.h"
+#include "util/prefetch.h"
 
 namespace torchcachex {
 namespace {
@@ -871,9 +872,6 @@ struct Store::Impl {
         out->shape = shape;
         out->row_bytes = static_cast<size_t>(NumElements(shape)) * ElementSize(spec.dtype);
         out->dense = AllocateOutputBuffer(n * out->row_bytes);
-        // Prefetch ahead, as in Lookup: the data offsets of row i + 2D, then
-        // the first bytes of row i + D, while row i is copied.
-        constexpr size_t kDistance = 8;
         // A uniform row's bytes: where they start, and whether they are
         // exactly the output row (else CopyTensorCell reads the offsets).
         auto uniform_source = [&](const Found& f) -> const std::byte* {
@@ -884,32 +882,11 @@ struct Store::Impl {
           if (static_cast<size_t>(rows->elements * width) != out->row_bytes) return nullptr;
           return leaf.data.values + f.row * rows->elements * width;
         };
-        auto prefetch_offsets = [&](size_t i) {
-          const Found& f = found[i];
-          if (f.batch == nullptr || uniform_rows(f) != nullptr) return;
-          const format::ColumnView& data = f.batch->leaves[l].data;
-          __builtin_prefetch(data.offsets + f.row * (data.large_offsets ? 8 : 4));
-        };
-        auto prefetch_data = [&](size_t i) {
-          const Found& f = found[i];
-          if (f.batch == nullptr || f.batch->leaves[l].storage_width == 0) return;
-          const LeafView& leaf = f.batch->leaves[l];
-          const std::byte* uniform_p = uniform_source(f);
-          const std::byte* p = uniform_p != nullptr ? uniform_p
-                                                    : leaf.data.values + leaf.data.Offset(f.row) *
-                                                                             static_cast<int64_t>(leaf.storage_width);
-          // The row's first 4 KB line by line, and one line of each later
-          // page (so its translation is fetched too) while earlier rows are
-          // copied. Prefetching every line of large rows was slower.
-          const size_t head = std::min<size_t>(out->row_bytes, 4096);
-          for (size_t b = 0; b < head; b += 64) __builtin_prefetch(p + b);
-          for (size_t b = 4096; b < std::min<size_t>(out->row_bytes, 65536); b += 4096) __builtin_prefetch(p + b);
-        };
-        for (size_t i = 0; i < std::min(n, 2 * kDistance); ++i) prefetch_offsets(i);
-        for (size_t i = 0; i < std::min(n, kDistance); ++i) prefetch_data(i);
+        // Rows are copied without software prefetch: the copies' own
+        // streaming (hardware prefetch) was faster than prefetching the next
+        // rows ahead (benchmarks/NOTES.md, round 6: with it, 2 KB rows 4-8%,
+        // 16 KB rows 5% and cached 16-byte rows 13% slower).
         for (size_t i = 0; i < n; ++i) {
-          if (i + 2 * kDistance < n) prefetch_offsets(i + 2 * kDistance);
-          if (i + kDistance < n) prefetch_data(i + kDistance);
           std::byte* dst = out->dense.get() + i * out->row_bytes;
           const Found& f = found[i];
           if (const std::byte* src = f.batch != nullptr ? uniform_source(f) : nullptr) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "util/prefetch.h"
 #include "util/xxhash_common.h"
 
 #if defined(__SSE2__)
@@ -169,7 +170,7 @@ void Xxh3Stream::ConsumeStripes(const unsigned char* p, size_t count) {
   for (size_t s = 0; s < count; ++s) {
     // Input streamed from memory: ask for it well ahead (the hardware
     // prefetcher alone leaves this loop waiting on memory).
-    __builtin_prefetch(p + s * kStripeBytes + kPrefetchBytes);
+    Prefetch(p + s * kStripeBytes + kPrefetchBytes);
     Accumulate(acc_, p + s * kStripeBytes, kSecret + 8 * stripes_in_block_);
     if (++stripes_in_block_ == kStripesPerBlock) {
       Scramble(acc_);
