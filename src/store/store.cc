@@ -117,13 +117,14 @@ struct Store::Impl {
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   // Batched lookups are software-pipelined (see Lookup) when their chains of
   // dependent loads miss the core's caches: the index has this many entries,
-  // or the last lookup gathered rows this wide. Gathering rows of 1 KB and
-  // more (read, and written to the result) pushes even a small index and its
-  // key column out of cache between batches. For 10k entries: 8% faster per
-  // batch of 2 KB rows, no change for 1 KB to 16 KB rows, and 10% slower for
-  // 64-byte rows, which all stay cached (benchmarks/NOTES.md, round 6).
+  // or the last lookup gathered rows this wide. Gathering rows of 512 bytes
+  // and more (read, and written to the result) pushes even a small index and
+  // its key column out of cache between batches. For 10k entries, per batch
+  // of 256: 11% faster for 512-byte rows, 16% for 2 KB rows, 2% for 16 KB
+  // rows, and 2% slower for 64-byte rows, which all stay cached
+  // (benchmarks/NOTES.md, round 6).
   static constexpr size_t kPipelineMinEntries = 65536;
-  static constexpr size_t kPipelineMinRowBytes = 1024;
+  static constexpr size_t kPipelineMinRowBytes = 512;
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr uint64_t kTrimEveryBytes = uint64_t{32} << 20;   // heap given back to the OS this often

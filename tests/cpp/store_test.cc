@@ -120,7 +120,7 @@ TEST(StoreTest, LaterWritesOfAKeyWin) {
 }
 
 // Lookups are software-pipelined for large indexes and, once a lookup has
-// gathered rows of 1 KB or more, for small ones too. Both ways must serve the
+// gathered rows of 512 bytes or more, for small ones too. Both ways must serve the
 // same rows: segment rows, pending rows (newest copy first), repeated keys
 // and misses, in batches of every size around the pipeline's depth.
 TEST(StoreTest, LookupsAfterWideRowsServeSegmentPendingRepeatedAndMissingKeys) {
