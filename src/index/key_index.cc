@@ -125,15 +125,14 @@ void KeyIndex::EraseSegment(uint32_t segment) {
   }
 }
 
-bool KeyIndex::EraseIfIn(uint64_t hash, std::string_view key, uint32_t segment, const KeyAt& key_at) {
+bool KeyIndex::EraseLocation(uint64_t hash, RowLocation location) {
   if (slots_.empty()) return false;
   const size_t mask = slots_.size() - 1;
   const uint32_t tag = TagOf(hash);
   for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
     const Slot& slot = slots_[i];
     if (slot.segment == kEmpty) return false;
-    if (slot.tag == tag && key_at(RowLocation{slot.segment, slot.row}) == key) {
-      if (slot.segment != segment) return false;
+    if (slot.tag == tag && slot.segment == location.segment && slot.row == location.row) {
       EraseAt(i);
       return true;
     }

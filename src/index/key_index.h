@@ -71,8 +71,11 @@ class KeyIndex {
   // dropped). O(capacity).
   void EraseSegment(uint32_t segment);
 
-  // Removes `key` if its location is in `segment`; returns whether it did.
-  bool EraseIfIn(uint64_t hash, std::string_view key, uint32_t segment, const KeyAt& key_at);
+  // Removes the entry pointing at `location`, a row that holds a key whose
+  // HashKey is `hash`, if that entry is still the key's (a later Upsert may
+  // have moved it); returns whether it did. No key is compared: one location
+  // holds one key, so an entry pointing at it is that key's.
+  bool EraseLocation(uint64_t hash, RowLocation location);
 
   // Calls f(location) for every entry, in no particular order.
   template <class F>

@@ -531,10 +531,12 @@ struct Store::Impl {
     const int64_t n = batch.num_rows();
     const bool hashed = front.key_hashes.size() == static_cast<size_t>(n);
     constexpr int64_t kDistance = 16;  // as in IndexRows: overlap the slot misses
+    // Each row's pending entry, unless a later put moved its key on (the
+    // entry then points elsewhere and stays).
     for (int64_t row = 0; row < n; ++row) {
       if (hashed && row + kDistance < n) pending.PrefetchHome(front.key_hashes[row + kDistance]);
-      const std::string_view key = batch.KeyOf(row);
-      pending.EraseIfIn(hashed ? front.key_hashes[row] : HashKey(key), key, front.serial, pending_key_at);
+      const uint64_t hash = hashed ? front.key_hashes[row] : HashKey(batch.KeyOf(row));
+      pending.EraseLocation(hash, RowLocation{front.serial, static_cast<uint32_t>(row)});
     }
     ++published_total;
     cv.notify_all();
