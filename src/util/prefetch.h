@@ -1,6 +1,6 @@
 // Prefetch: a hint to bring one cache line into every cache level ahead of
-// its use (software pipelining of random accesses: index slots, key columns,
-// gathered rows).
+// its use (software pipelining of random accesses to index slots and key
+// columns; the checksum's input stream).
 //
 // On x86-64 the instruction is emitted with inline asm. GCC 12 removes
 // __builtin_prefetch from some inlined, guarded call sites (KeyIndex's
