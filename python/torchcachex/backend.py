@@ -919,7 +919,21 @@ class ArrowIPCCacheBackend:
         when every key is found and the cached output is one tensor, returns that
         ``(B, *shape)`` CPU tensor directly (zero-copy from the engine's buffer);
         otherwise the :class:`CachedBatch` that :meth:`lookup_batch` returns."""
-        keys, hit, first, second = self._look_up(keys)
+        return self._fast_result(*self._look_up(keys))
+
+    def _lookup_for_forward(self, keys: Keys) -> Union[torch.Tensor, CachedBatch, None]:
+        """:meth:`lookup_fast` for :class:`CacheModuleDecorator`, with one more answer: ``None``
+        when no key is cached and the keys are pairwise distinct (a first epoch), so that the
+        module runs on the batch as called, with no per-batch bookkeeping in Python."""
+        keys, hit, first, second = self._look_up(keys, summarize_misses=True)
+        if first is None:  # no key cached; second: whether the keys are pairwise distinct
+            if second:
+                return None
+            keys, hit, first, second = self._look_up(keys)  # the general answer, to deduplicate
+        return self._fast_result(keys, hit, first, second)
+
+    def _fast_result(self, keys: Keys, hit: bool, first: Any, second: Any) -> Union[torch.Tensor, CachedBatch]:
+        """:meth:`lookup_fast`'s answer for a ``_look_up`` result."""
         if hit and first.size > 0 and first.flags.writeable:
             dtype = self._layout.single_tensor_dtype
             if dtype is not None:
@@ -929,12 +943,12 @@ class ArrowIPCCacheBackend:
                     return torch.from_numpy(first).view(dtype).reshape(len(keys), *second)
         return self._cached_batch(len(keys), hit, first, second)
 
-    def _look_up(self, keys: Any) -> Tuple[Keys, bool, Any, Any]:
+    def _look_up(self, keys: Any, summarize_misses: bool = False) -> Tuple[Keys, bool, Any, Any]:
         """One engine lookup: ``(keys, hit, first, second)`` as ``_core.Store.get_batch_fast``
         returns them, with the layout loaded once the cache has a schema."""
         keys = normalize_keys(keys)
-        hit, first, second, messages = self._store.get_batch_fast(keys.values)
-        if self._layout is None and (hit or second):
+        hit, first, second, messages = self._store.get_batch_fast(keys.values, summarize_misses)
+        if self._layout is None and first is not None and (hit or second):
             self._load_layout()
         if messages:
             self._warn(messages)
@@ -961,8 +975,16 @@ class ArrowIPCCacheBackend:
         if batch == 0:
             return
         if type(output) is torch.Tensor and output.dtype is self._ensured_tensor_dtype:
-            # The layout of the last put (one bare tensor of this dtype), already checked.
-            self._store.put_batch(keys.values, [_encode_dense(output, batch, self._ensured[0][0])])
+            # The layout of the last put (one bare tensor of this dtype), already checked. A
+            # contiguous CPU tensor goes to the engine as its numpy view, with no further Python
+            # work; put_dense refuses any other array, and torch refuses a view of a tensor that
+            # requires grad, has its conj/neg bit set, lives on a GPU or has no numpy dtype.
+            try:
+                rows = output.numpy()
+            except (RuntimeError, TypeError):
+                rows = None
+            if rows is None or not self._store.put_dense(keys.values, rows):
+                self._store.put_batch(keys.values, [_encode_dense(output, batch, self._ensured[0][0])])
             return
         flat = tree.flatten(output)
         payload, dtypes = [], []

@@ -247,7 +247,12 @@ class CacheModuleDecorator(nn.Module):
             with torch.no_grad():
                 return self.module(*args, **kwargs)
 
-        cached = self.cache_backend.lookup_fast(keys)
+        cached = self.cache_backend._lookup_for_forward(keys)
+        if cached is None:  # nothing cached, all ids distinct (a first epoch): run as called
+            with torch.no_grad():
+                computed = self.module(*args, **kwargs)
+            self.cache_backend.put_batch_outputs(keys, computed)
+            return computed
         if type(cached) is torch.Tensor and first is not None and first.is_cpu:
             # All hits of a single-tensor output for a CPU batch (the common
             # case): one zero-copy tensor, no module call, no per-sample work.
@@ -258,19 +263,15 @@ class CacheModuleDecorator(nn.Module):
         if np.count_nonzero(cached.found) == batch:
             return cached.output(device)
 
+        # Some samples cached, or repeated ids: the module runs on the first
+        # occurrence of each missing id.
         missing = cached.missing_positions
         compute_at, inverse = keys.first_occurrences(missing)
-        if len(compute_at) == batch:  # every sample missing, all distinct: run as called
-            sub_args, sub_kwargs = args, kwargs
-        else:
-            slicer = _Slicer(batch, compute_at)
-            sub_args = tuple(slicer(arg) for arg in args)
-            sub_kwargs = {name: slicer(value) for name, value in kwargs.items()}
+        slicer = _Slicer(batch, compute_at)
+        sub_args = tuple(slicer(arg) for arg in args)
+        sub_kwargs = {name: slicer(value) for name, value in kwargs.items()}
         with torch.no_grad():
             computed = self.module(*sub_args, **sub_kwargs)
-        if len(compute_at) == batch:  # every sample computed, in order
-            self.cache_backend.put_batch_outputs(keys, computed)
-            return computed
         self.cache_backend.put_batch_outputs(keys.take(compute_at), computed)
         return cached.merge(missing, computed, inverse, device)
 

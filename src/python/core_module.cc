@@ -206,17 +206,40 @@ struct PyStore {
   }
 };
 
-// Looks `keys` up with the GIL released. Returns the result, the schema as
-// read after the lookup (a schema, once set, never goes away) and the batch size.
-std::tuple<GetResult, std::optional<Schema>, size_t> LookUp(PyStore& s, nb::handle keys) {
-  KeyBatch batch = ConvertKeys(keys);
+// Looks the keys of `batch` up with the GIL released. Returns the result and
+// the schema as read after the lookup (a schema, once set, never goes away).
+std::pair<GetResult, std::optional<Schema>> LookUp(PyStore& s, const KeyBatch& batch) {
   Store& store = s.get();
   GetResult result;
   {
     nb::gil_scoped_release release;
     result = store.GetBatch(batch.views);
   }
-  return {std::move(result), store.schema(), batch.views.size()};
+  return {std::move(result), store.schema()};
+}
+
+// Whether the keys of `batch` (converted from `keys`) are pairwise distinct.
+bool KeysDistinct(nb::handle keys, const KeyBatch& batch) {
+  if (nb::ndarray_check(keys)) {  // int64 ids: compare the integers
+    auto array = nb::cast<nb::ndarray<const int64_t, nb::ndim<1>, nb::device::cpu>>(keys);
+    std::vector<int64_t> ids(array.shape(0));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = array(i);
+    std::sort(ids.begin(), ids.end());
+    return std::adjacent_find(ids.begin(), ids.end()) == ids.end();
+  }
+  std::vector<std::string_view> views = batch.views;
+  std::sort(views.begin(), views.end());
+  return std::adjacent_find(views.begin(), views.end()) == views.end();
+}
+
+// Whether `rows` is C-contiguous (dimensions of size 1 may have any stride).
+bool IsCContiguous(const nb::ndarray<nb::ro, nb::device::cpu>& rows) {
+  int64_t expected = 1;  // in elements
+  for (size_t d = rows.ndim(); d-- > 0;) {
+    if (rows.shape(d) != 1 && rows.stride(d) != expected) return false;
+    expected *= static_cast<int64_t>(rows.shape(d));
+  }
+  return true;
 }
 
 // The general (found: bool array, leaves) result of get_batch_fast.
@@ -420,10 +443,16 @@ NB_MODULE(_core, m) {
           "Adopts the schema if the cache has none; raises SchemaMismatchError if it differs.")
       .def(
           "get_batch_fast",
-          [](PyStore& s, nb::handle keys) {
-            auto [result, schema, n] = LookUp(s, keys);
+          [](PyStore& s, nb::handle keys, bool summarize_misses) {
+            const KeyBatch batch = ConvertKeys(keys);
+            auto [result, schema] = LookUp(s, batch);
+            const size_t n = batch.views.size();
             const std::vector<std::string> messages = s.get().TakeWarnings();
             nb::object warnings = messages.empty() ? nb::none() : nb::object(MessagesToPython(messages));
+            const bool none_found = std::find(result.found.begin(), result.found.end(), 1) == result.found.end();
+            if (summarize_misses && none_found && n > 0) {
+              return nb::make_tuple(false, nb::none(), KeysDistinct(keys, batch), warnings);
+            }
             const bool all_found = std::find(result.found.begin(), result.found.end(), 0) == result.found.end();
             if (all_found && n > 0 && result.leaves.size() == 1 && result.leaves[0].is_dense) {
               LeafResult& leaf = result.leaves[0];
@@ -433,14 +462,41 @@ NB_MODULE(_core, m) {
             nb::tuple general = GetResultToPython(result, schema, n);
             return nb::make_tuple(false, general[0], general[1], warnings);
           },
-          "keys"_a,
+          "keys"_a, "summarize_misses"_a = false,
           "Looks up keys. (True, rows, shape, warnings) when every key is found and the cache has a\n"
           "single tensor leaf whose found rows share one shape: rows is a (B, *shape) array of the leaf's\n"
           "dtype, or a (B, row_bytes) uint8 array where numpy has no such dtype (bfloat16, float8,\n"
-          "complex32, uint16/32/64). Otherwise (False, found: bool array, leaves, warnings) with one item\n"
+          "complex32, uint16/32/64). With summarize_misses, when no key is found (B > 0):\n"
+          "(False, None, distinct, warnings), distinct telling whether the keys are pairwise different.\n"
+          "Otherwise (False, found: bool array, leaves, warnings) with one item\n"
           "per schema leaf: ('dense', uint8 array (B, row_bytes), shape), ('ragged', [(uint8 array,\n"
           "shape) | None]) or ('blob', [bytes | None]). warnings: the store's new warnings (as\n"
           "take_warnings), or None.")
+      .def(
+          "put_dense",
+          [](PyStore& s, nb::handle keys, nb::ndarray<nb::ro, nb::device::cpu> rows) {
+            KeyBatch batch = ConvertKeys(keys);
+            const size_t n = batch.views.size();
+            if (rows.ndim() < 1 || rows.shape(0) != n || n == 0 || !IsCContiguous(rows)) return false;
+            LeafRows leaf;
+            leaf.is_dense = true;
+            leaf.row_bytes = rows.itemsize();
+            for (size_t d = 1; d < rows.ndim(); ++d) {
+              leaf.shape.push_back(static_cast<int64_t>(rows.shape(d)));
+              leaf.row_bytes *= rows.shape(d);
+            }
+            if (leaf.row_bytes == 0) return false;
+            leaf.base = reinterpret_cast<const std::byte*>(rows.data());
+            leaf.row_stride = leaf.row_bytes;
+            Store& store = s.get();
+            nb::gil_scoped_release release;
+            store.Put(batch.views, std::span<const LeafRows>(&leaf, 1));
+            return true;
+          },
+          "keys"_a, "rows"_a,
+          "Adds the rows of a cache whose schema is one tensor leaf: rows is the batched output as a\n"
+          "C-contiguous (B, *shape) array of the leaf's dtype (the caller checks the dtype), B = len(keys).\n"
+          "Returns False, storing nothing, if rows is not such an array (then use put_batch).")
       .def(
           "put_batch",
           [](PyStore& s, nb::handle keys, nb::handle leaves) {

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "format/segment_layout.h"
+#include "util/stream_copy.h"
 
 namespace torchcachex {
 namespace {
@@ -22,6 +23,16 @@ format::ColumnView ViewOf(const std::vector<int32_t>& offsets, const std::byte* 
 
 void AppendBytes(std::vector<std::byte>& out, const std::byte* data, size_t size) {
   if (size > 0) out.insert(out.end(), data, data + size);
+}
+
+// Row bytes: streamed past the caller's caches (the writer reads them on
+// another core).
+template <typename Allocator>
+void AppendStreamed(std::vector<std::byte, Allocator>& out, const std::byte* data, size_t size) {
+  if (size == 0) return;
+  const size_t old_size = out.size();
+  out.resize(old_size + size);
+  StreamCopy(out.data() + old_size, data, size);
 }
 
 }  // namespace
@@ -54,7 +65,7 @@ int64_t PendingBatch::Append(std::string_view key, std::span<const LeafRows> lea
       data = rows.rows[i].data();
       size = rows.rows[i].size();
     }
-    AppendBytes(buffers.data_values, data, size);
+    AppendStreamed(buffers.data_values, data, size);
     bytes_ += size;
     if (schema_.leaves[l].kind == LeafKind::kTensor) {
       DType dtype = schema_.leaves[l].dtype;

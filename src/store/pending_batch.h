@@ -17,6 +17,7 @@
 #include "store/batch_view.h"
 #include "torchcachex/schema.h"
 #include "torchcachex/store.h"
+#include "util/default_init_allocator.h"
 
 namespace torchcachex {
 
@@ -26,7 +27,8 @@ class PendingBatch {
 
   // Appends row `i` of `leaves` under `key`; returns its row number.
   // The caller has validated the leaves against the schema. The row becomes
-  // visible through view() after the next UpdateView().
+  // visible through view() after the next UpdateView(). Row bytes are copied
+  // with StreamCopy: call StreamFence() before another thread reads them.
   int64_t Append(std::string_view key, std::span<const LeafRows> leaves, size_t i);
 
   // Empties the batch, keeping its buffers' capacity for reuse.
@@ -60,7 +62,8 @@ class PendingBatch {
  private:
   struct LeafBuffers {
     std::vector<int32_t> data_offsets{0};  // elements (tensors) or bytes (blobs)
-    std::vector<std::byte> data_values;
+    // Not zeroed on growth: Append overwrites what it adds.
+    std::vector<std::byte, DefaultInitAllocator<std::byte>> data_values;
     std::vector<int32_t> shape_offsets{0};
     std::vector<int64_t> shape_values;
   };

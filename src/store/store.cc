@@ -50,6 +50,7 @@
 #include "util/hash.h"
 #include "util/memory.h"
 #include "util/prefetch.h"
+#include "util/stream_copy.h"
 
 namespace torchcachex {
 namespace {
@@ -117,12 +118,13 @@ struct Store::Impl {
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   // Batched lookups are software-pipelined (see Lookup) when their chains of
   // dependent loads miss the core's caches: the index has this many entries,
-  // or the last lookup gathered rows this wide. Gathering rows of 512 bytes
-  // and more (read, and written to the result) pushes even a small index and
-  // its key column out of cache between batches. For 10k entries, per batch
-  // of 256: 11% faster for 512-byte rows, 16% for 2 KB rows, 2% for 16 KB
-  // rows, and 2% slower for 64-byte rows, which all stay cached
-  // (benchmarks/NOTES.md, round 6).
+  // or the last batch of rows moved (gathered by a lookup, or stored by a put)
+  // had rows this wide. Moving rows of 512 bytes and more pushes even a small
+  // index and its key column out of cache between batches. For 10k entries,
+  // per batch of 256: 11% faster for 512-byte rows, 16% for 2 KB rows, 2% for
+  // 16 KB rows, and 2% slower for 64-byte rows, which all stay cached
+  // (benchmarks/NOTES.md, round 6). The all-miss lookups of a first epoch
+  // follow the previous batch's put (benchmarks/NOTES.md, round 7).
   static constexpr size_t kPipelineMinEntries = 65536;
   static constexpr size_t kPipelineMinRowBytes = 512;
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
@@ -145,9 +147,10 @@ struct Store::Impl {
   std::optional<Schema> schema;
   std::vector<std::unique_ptr<Segment>> segments;  // RowLocation.segment indexes this
   size_t mapped_count = 0;   // segments with mapped() true
-  // Bytes per row of the last lookup's dense leaves (a hint, see
-  // kPipelineMinRowBytes; written under the shared lock, hence atomic).
-  std::atomic<size_t> last_gather_row_bytes{0};
+  // Bytes per row of the last batch moved: a lookup's dense leaves (when it
+  // found rows) or a put's first row (a hint, see kPipelineMinRowBytes;
+  // written under the shared lock, hence atomic).
+  std::atomic<size_t> last_row_bytes{0};
   size_t clock_hand = 0;     // next eviction candidate
   std::unordered_set<uint64_t> reported_damaged;  // segment numbers already warned about
   std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
@@ -783,7 +786,7 @@ struct Store::Impl {
     std::vector<HotCache::Row> hot_rows;
     const KeyIndex::KeyAt key_at = KeyAtFn(exclusive);
     if (index.size() < kPipelineMinEntries &&
-        last_gather_row_bytes.load(std::memory_order_relaxed) < kPipelineMinRowBytes) {  // all in cache
+        last_row_bytes.load(std::memory_order_relaxed) < kPipelineMinRowBytes) {  // all in cache
       for (size_t i = 0; i < n; ++i) {
         found[i] = Find(keys[i], NeedsHash() ? HashKey(keys[i]) : 0, &hot_rows, key_at);
         result.found[i] = (found[i].batch != nullptr || found[i].hot >= 0) ? 1 : 0;
@@ -832,7 +835,10 @@ struct Store::Impl {
       FillLeaf(l, found, hot_rows, &result.leaves[l]);
       row_bytes += result.leaves[l].row_bytes;
     }
-    last_gather_row_bytes.store(row_bytes, std::memory_order_relaxed);
+    // A lookup that found nothing moved no rows: the hint stays the last put's.
+    if (std::find(result.found.begin(), result.found.end(), 1) != result.found.end()) {
+      last_row_bytes.store(row_bytes, std::memory_order_relaxed);
+    }
     return result;
   }
 
@@ -1107,6 +1113,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     }
   }
   s.ClaimWriter();
+  if (n > 0) s.last_row_bytes.store(s.RowBytes(leaves, 0), std::memory_order_relaxed);
   for (size_t i = 0; i < n; ++i) {
     const size_t row_bytes = s.RowBytes(leaves, i);
     if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
@@ -1128,6 +1135,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
       s.SealActive();
     }
   }
+  StreamFence();  // the rows' streamed stores, before the lock release publishes them
   if (s.active) s.active->UpdateView();
   if (s.sealed.empty()) return;
   if (s.options.async_write) {

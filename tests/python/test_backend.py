@@ -260,6 +260,32 @@ def test_puts_after_a_tensor_put_are_still_checked_against_the_schema(make_backe
     assert torch.equal(backend.lookup_fast([7]), torch.full((1, 2), 3.0))
 
 
+def test_tensor_puts_store_exact_rows_for_every_memory_layout(make_backend):
+    # Bare tensors after the first go to the engine as numpy views where they can; transposed,
+    # strided, grad-requiring, negated and conjugated tensors must still be stored as their values.
+    backend = make_backend()
+    backend.put_batch_outputs([0, 1], torch.zeros(2, 3))
+    table = torch.arange(100 * 3, dtype=torch.float32).view(100, 3)
+    layouts = {
+        10: torch.arange(12.0).view(3, 4).t(),  # (4, 3), transposed
+        20: table[::7][:4],  # rows 7 apart
+        30: torch.ones(4, 3, requires_grad=True) * 2,
+        40: torch._neg_view(table[:4]),
+    }
+    for start, output in layouts.items():
+        backend.put_batch_outputs(list(range(start, start + 4)), output)
+    for start, output in layouts.items():
+        assert torch.equal(backend.lookup_fast(list(range(start, start + 4))), output.detach().resolve_neg())
+
+    cube = make_backend("cube")
+    cube.put_batch_outputs([0], torch.zeros(1, 2, 3, dtype=torch.complex64))
+    values = torch.randn(3, 2, 3, dtype=torch.complex64)
+    cube.put_batch_outputs([1, 2, 3], values.conj())  # conjugate bit set
+    cube.put_batch_outputs([4, 5], values[1:].permute(0, 2, 1).contiguous().permute(0, 2, 1))
+    assert torch.equal(cube.lookup_fast([1, 2, 3]), values.conj().resolve_conj())
+    assert torch.equal(cube.lookup_fast([4, 5]), values[1:])
+
+
 def test_leaf_kind_change_is_a_schema_mismatch(make_backend):
     backend = make_backend()
     backend.put_batch_outputs([0], {"a": torch.ones(1, 1), "b": torch.ones(1, 1)})

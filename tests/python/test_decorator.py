@@ -118,6 +118,29 @@ def test_duplicate_ids_are_computed_once_and_served_to_every_position(make_backe
     assert torch.equal(out, module.reference(inputs_for(ids)))
 
 
+def test_a_batch_with_nothing_cached_reaches_the_module_as_called(make_backend):
+    received = []
+
+    class Spy(nn.Module):
+        def forward(self, x, scale, mask=None):
+            received.append((x, scale, mask))
+            return x * scale
+
+    cached = CacheModuleDecorator(Spy(), make_backend())
+    x, mask = inputs_for([0, 1, 2]), torch.ones(3, dtype=torch.bool)
+    out = cached(x, 2.0, mask=mask, cache_ids=torch.tensor([0, 1, 2]))
+    assert received[0][0] is x and received[0][1] == 2.0 and received[0][2] is mask  # not sliced or copied
+    assert torch.equal(out, x * 2)
+    assert torch.equal(cached(x, 2.0, mask=mask, cache_ids=[0, 1, 2]), x * 2)
+    assert len(received) == 1
+
+    # Repeated ids with nothing cached: each computed once, from its first occurrence.
+    ids = torch.tensor([7, 8, 7, 7])
+    out = cached(inputs_for([7, 8, 7, 7]), 3.0, cache_ids=ids)
+    assert [int(v) for v in received[1][0][:, 0]] == [7, 8]
+    assert torch.equal(out, inputs_for([7, 8, 7, 7]) * 3)
+
+
 def test_ids_from_a_dict_batch_and_from_key_from_batch_fn(make_backend):
     class DictModel(nn.Module):
         def __init__(self):
