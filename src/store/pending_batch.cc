@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "format/segment_layout.h"
+#include "util/memory.h"
 #include "util/stream_copy.h"
 
 namespace torchcachex {
@@ -98,6 +99,32 @@ void PendingBatch::Reserve(size_t rows, size_t key_bytes, std::span<const LeafRo
       buffers.shape_values.reserve(rows * rank);
     }
   }
+}
+
+PendingBatch::Capacity PendingBatch::capacity() const {
+  Capacity capacity;
+  capacity.key_offsets = key_offsets_.capacity();
+  capacity.key_chars = key_chars_.capacity();
+  for (const LeafBuffers& buffers : leaves_) {
+    capacity.leaves.push_back({buffers.data_offsets.capacity(), buffers.data_values.capacity(),
+                               buffers.shape_offsets.capacity(), buffers.shape_values.capacity()});
+  }
+  return capacity;
+}
+
+void PendingBatch::ReserveAndPopulate(const Capacity& capacity) {
+  key_offsets_.reserve(capacity.key_offsets);
+  key_chars_.reserve(capacity.key_chars);
+  for (size_t l = 0; l < leaves_.size() && l < capacity.leaves.size(); ++l) {
+    LeafBuffers& buffers = leaves_[l];
+    const Capacity::Leaf& leaf = capacity.leaves[l];
+    buffers.data_offsets.reserve(leaf.data_offsets);
+    buffers.data_values.reserve(leaf.data_values);
+    buffers.shape_offsets.reserve(leaf.shape_offsets);
+    buffers.shape_values.reserve(leaf.shape_values);
+    PopulateForWrite(buffers.data_values.data(), buffers.data_values.capacity());
+  }
+  UpdateView();
 }
 
 void PendingBatch::Clear() {

@@ -41,6 +41,21 @@ class PendingBatch {
   // `key_bytes`), so that filling the batch does not reallocate.
   void Reserve(size_t rows, size_t key_bytes, std::span<const LeafRows> leaves, size_t i);
 
+  // The buffers' capacities, for a batch made ahead like this one.
+  struct Capacity {
+    size_t key_offsets = 0, key_chars = 0;
+    struct Leaf {
+      size_t data_offsets = 0, data_values = 0, shape_offsets = 0, shape_values = 0;
+    };
+    std::vector<Leaf> leaves;
+  };
+  Capacity capacity() const;
+
+  // Reserves `capacity` (from a batch of the same schema) and has the kernel
+  // fault in the row buffers' pages now, so that appending rows later takes
+  // no page faults.
+  void ReserveAndPopulate(const Capacity& capacity);
+
   int64_t num_rows() const { return num_rows_; }
   // The key of `row` (< num_rows()), from the current buffers (no
   // UpdateView needed). Valid until the next Append or Clear.

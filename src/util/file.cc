@@ -191,7 +191,14 @@ std::string ReadFileToString(const std::string& path) {
   return out;
 }
 
-void WriteFileAtomically(const std::string& path, std::string_view contents) {
+namespace {
+std::string ParentDirectory(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+}  // namespace
+
+void WriteFileAtomically(const std::string& path, std::string_view contents, bool durable) {
   // Unique per process and call: concurrent writers of the same file (threads
   // or processes) must not share a temporary file.
   static std::atomic<uint64_t> counter{0};
@@ -201,7 +208,7 @@ void WriteFileAtomically(const std::string& path, std::string_view contents) {
     auto file = WritableFile::Create(tmp);
     try {
       file->Append(std::as_bytes(std::span(contents.data(), contents.size())));
-      file->Sync();
+      if (durable) file->Sync();
       file->Close();
     } catch (...) {
       file.reset();
@@ -210,8 +217,17 @@ void WriteFileAtomically(const std::string& path, std::string_view contents) {
     }
   }
   RenameFile(tmp, path);
-  auto slash = path.find_last_of('/');
-  SyncDirectory(slash == std::string::npos ? "." : path.substr(0, slash));
+  if (durable) SyncDirectory(ParentDirectory(path));
+}
+
+void SyncFileAndDirectory(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) ThrowErrno("cannot open", path, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) ThrowErrno("cannot fsync", path, err);
+  SyncDirectory(ParentDirectory(path));
 }
 
 void RenameFile(const std::string& from, const std::string& to) {

@@ -92,9 +92,13 @@ class FileLock {
 };
 
 std::string ReadFileToString(const std::string& path);
-// Writes `contents` to `path` atomically and durably: a temporary file in the
-// same directory, fsync, rename over `path`, fsync of the directory.
-void WriteFileAtomically(const std::string& path, std::string_view contents);
+// Writes `contents` to `path` atomically: a temporary file in the same
+// directory renamed over `path`, so readers see the old or the new contents.
+// Durably (fsync of the file before the rename and of the directory after)
+// unless `durable` is false; then SyncFileAndDirectory(path) later makes it so.
+void WriteFileAtomically(const std::string& path, std::string_view contents, bool durable = true);
+// fsyncs the file at `path`, then its directory.
+void SyncFileAndDirectory(const std::string& path);
 void RenameFile(const std::string& from, const std::string& to);
 void RemoveFile(const std::string& path);      // ignores a missing file
 void SyncDirectory(const std::string& path);
