@@ -141,6 +141,28 @@ def test_a_batch_with_nothing_cached_reaches_the_module_as_called(make_backend):
     assert torch.equal(out, inputs_for([7, 8, 7, 7]) * 3)
 
 
+def test_the_module_runs_without_grad_and_grad_mode_is_restored_even_when_it_fails(make_backend):
+    modes = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            modes.append(torch.is_grad_enabled())
+            if x[0, 0] < 0:
+                raise RuntimeError("module failed")
+            return x * 2
+
+    cached = CacheModuleDecorator(Probe(), make_backend())
+    assert not cached(inputs_for([0, 1]), cache_ids=[0, 1]).requires_grad  # a first-epoch call
+    assert not cached(inputs_for([1, 2]), cache_ids=[1, 2]).requires_grad  # a partial hit
+    with pytest.raises(RuntimeError, match="module failed"):
+        cached(inputs_for([-1]), cache_ids=[5])
+    assert modes == [False, False, False]
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        cached(inputs_for([3]), cache_ids=[3])
+        assert not torch.is_grad_enabled()  # the caller's mode, not forced back on
+
+
 def test_ids_from_a_dict_batch_and_from_key_from_batch_fn(make_backend):
     class DictModel(nn.Module):
         def __init__(self):
