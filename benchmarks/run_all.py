@@ -243,8 +243,11 @@ def run_suite(args: argparse.Namespace) -> Dict[str, Any]:
         for _ in range(4):  # four rounds, sizes interleaved (fsync latency varies by 2x between runs)
             for n in grid["flush_sizes"]:
                 if (n, "16") in built:
+                    # Larger caches alternate flush by flush with the 10k cache, in one process.
+                    base = cache_id(10_000, "16") if n != 10_000 and (10_000, "16") in built else None
                     r.run(f"flush/{n}", "flush_cost", {"n": n, "shape": "16", "dir": str(bench_dir),
-                                                       "module_id": cache_id(n, "16"), "runs": runs})
+                                                       "module_id": cache_id(n, "16"), "runs": runs,
+                                                       "base_module_id": base})
 
     if "writes" not in skip:
         for spec in grid["writes"]:
@@ -605,6 +608,9 @@ def render(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> 
     if flush_keys:
         w("## Flush cost against cache size (2048 new 16-float rows: put + flush = one segment)\n")
         base = None
+        w("Larger caches alternate flush by flush with the 10k cache in one process (the order swapped every "
+          "run): their ÷ 10k is the median of those pairs' ratios, and the 10k figures measured beside them "
+          "are shown in brackets. Most of a flush is fsync, whose latency moves by 2–3× within seconds here.\n")
         w("| entries | put + flush ms | put ms | flush ms | ÷ 10k |\n|---|---|---|---|---|")
         for key in sorted(flush_keys, key=lambda k: int(k.split("/")[1])):
             ss = steps(results, key)
@@ -612,9 +618,13 @@ def render(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> 
                 continue
             vals = [v for s in ss for v in s["s"]]
             base = base or vals
-            w(f"| {human_n(int(key.split('/')[1]))} | {fmt_stats(vals, 1e3, 2)} | "
+            pairs = [v for s in ss for v in s.get("ratio", [])]
+            ratio = med(pairs) if pairs else med(vals) / med(base)
+            paired_base = [v for s in ss if "base" in s for v in s["base"]["s"]]
+            beside = f" (10k beside: {fmt_stats(paired_base, 1e3, 2)})" if paired_base else ""
+            w(f"| {human_n(int(key.split('/')[1]))} | {fmt_stats(vals, 1e3, 2)}{beside} | "
               f"{fmt_stats([v for s in ss for v in s['put_s']], 1e3, 2)} | "
-              f"{fmt_stats([v for s in ss for v in s['flush_s']], 1e3, 2)} | **{med(vals) / med(base):.2f}** |")
+              f"{fmt_stats([v for s in ss for v in s['flush_s']], 1e3, 2)} | **{ratio:.2f}** |")
         w("")
 
     rs = step(results, "rss")
@@ -802,17 +812,26 @@ def target_rows(results: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]
         if small_rows:
             add("writes ≥ 80% of sequential write bandwidth (async; 16-float rows)",
                 ", ".join(f"{s}: {r:.2f}" for s, r in wr if row_bytes(s) < 2048), all(r >= 0.8 for r in small_rows))
-    fl = {}
+    fl, fl_pairs, fl_beside = {}, {}, {}
     for key in results.get("steps", {}):
         if key.startswith("flush/"):
             ss = steps(results, key)
             if ss:
-                fl[int(key.split("/")[1])] = med([v for s in ss for v in s["s"]])
+                size = int(key.split("/")[1])
+                fl[size] = med([v for s in ss for v in s["s"]])
+                fl_pairs[size] = [v for s in ss for v in s.get("ratio", [])]
+                fl_beside[size] = [v for s in ss if "base" in s for v in s["base"]["s"]]
     if 10_000 in fl and max(fl) > 10_000:
         big_n = max(fl)
-        r = fl[big_n] / fl[10_000]
-        add(f"flush of 2048 rows at {human_n(big_n)} ≤ 1.2 × at 10k", f"{r:.2f} ({fl[big_n] * 1e3:.1f} vs "
-            f"{fl[10_000] * 1e3:.1f} ms)", r <= 1.2)
+        if fl_pairs[big_n]:  # flushes alternated with the 10k cache in one process
+            r = med(fl_pairs[big_n])
+            add(f"flush of 2048 rows at {human_n(big_n)} ≤ 1.2 × at 10k", f"{r:.2f} (median of "
+                f"{len(fl_pairs[big_n])} alternated pairs; {fl[big_n] * 1e3:.1f} vs {med(fl_beside[big_n]) * 1e3:.1f} ms)",
+                r <= 1.2)
+        else:
+            r = fl[big_n] / fl[10_000]
+            add(f"flush of 2048 rows at {human_n(big_n)} ≤ 1.2 × at 10k", f"{r:.2f} ({fl[big_n] * 1e3:.1f} vs "
+                f"{fl[10_000] * 1e3:.1f} ms)", r <= 1.2)
     op = {}
     for key in results.get("steps", {}):
         if key.startswith("open/"):

@@ -664,32 +664,47 @@ def open_time(params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def flush_cost(params: Dict[str, Any]) -> Dict[str, Any]:
-    """Put + flush of 2048 new rows (one segment) into an existing cache of N entries."""
+    """Put + flush of 2048 new rows (one segment) into an existing cache of N entries.
+
+    With ``base_module_id`` (the 10k-entry cache), the same is done into that cache too, in the
+    same process, alternating run by run (the order swapped every run): the disk's fsync latency
+    moves by 2-3x within seconds here and is most of a flush, so only pairs measured side by side
+    compare the cache sizes. ``ratio`` holds the per-run ratios (N ÷ base)."""
     torch.set_num_threads(params.get("threads", 1))
     shape = SHAPES[params["shape"]]
     n = params["n"]
     rows = params.get("rows", 2048)
-    backend = open_backend(params["dir"], params["module_id"])
     gen = RowGen(shape)
+    caches = [("main", open_backend(params["dir"], params["module_id"]))]
+    if params.get("base_module_id"):
+        caches.append(("base", open_backend(params["dir"], params["base_module_id"])))
     out: Dict[str, Any] = {"n": n, "rows": rows, "first_s": None, "s": [], "put_s": [], "flush_s": []}
-    next_id = n + 10_000_000  # beyond every existing id
+    base: Dict[str, Any] = {"s": [], "put_s": [], "flush_s": []}
+    next_id = n + 10_000_000  # beyond every existing id (of either cache)
     for run in range(params["runs"] + 1):
-        ids = torch.arange(next_id, next_id + rows)
-        next_id += rows
-        feats = gen(ids)
-        start = time.perf_counter()
-        backend.put_batch_outputs(ids, feats)
-        mid = time.perf_counter()
-        backend.flush()
-        end = time.perf_counter()
-        if run == 0:  # includes claiming the writer id (a scan of the segment directory)
-            out["first_s"] = end - start
-            continue
-        out["s"].append(end - start)
-        out["put_s"].append(mid - start)
-        out["flush_s"].append(end - mid)
-    out["stats"] = backend.stats()
-    backend.close()
+        for name, backend in (caches if run % 2 == 0 else caches[::-1]):
+            ids = torch.arange(next_id, next_id + rows)
+            next_id += rows
+            feats = gen(ids)
+            start = time.perf_counter()
+            backend.put_batch_outputs(ids, feats)
+            mid = time.perf_counter()
+            backend.flush()
+            end = time.perf_counter()
+            if run == 0:  # includes claiming the writer id (a scan of the segment directory)
+                if name == "main":
+                    out["first_s"] = end - start
+                continue
+            rec = out if name == "main" else base
+            rec["s"].append(end - start)
+            rec["put_s"].append(mid - start)
+            rec["flush_s"].append(end - mid)
+    out["stats"] = caches[0][1].stats()
+    if len(caches) > 1:
+        out["base"] = base
+        out["ratio"] = [a / b for a, b in zip(out["s"], base["s"])]
+    for _, backend in caches:
+        backend.close()
     return out
 
 

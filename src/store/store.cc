@@ -145,7 +145,8 @@ struct Store::Impl {
   std::condition_variable_any cv;  // state changes of the writer / sealed queue
   bool closed = false;
   std::optional<Schema> schema;
-  std::atomic<bool> schema_unsynced{false};  // schema.json written, not yet fsynced (SyncSchema)
+  std::mutex schema_sync_mu;     // serializes SyncSchema; guards schema_unsynced
+  bool schema_unsynced = false;  // schema.json renamed into place, not yet fsynced
   std::vector<std::unique_ptr<Segment>> segments;  // RowLocation.segment indexes this
   size_t mapped_count = 0;   // segments with mapped() true
   // Bytes per row of the last batch moved: a lookup's dense leaves (when it
@@ -504,20 +505,18 @@ struct Store::Impl {
     ++sealed_total;
   }
 
-  // Writes one sealed batch to a new segment file, durably. mu is not held;
-  // several writers may run at once, each on its own claimed batch.
-  // Makes schema.json durable if EnsureSchema wrote it without fsync. Any
-  // thread, mu not required.
+  // Makes schema.json durable if EnsureSchema wrote it without fsync; returns
+  // once it is (a concurrent caller waits for the first). Any thread, mu not
+  // required.
   void SyncSchema() {
-    if (!schema_unsynced.exchange(false)) return;
-    try {
-      SyncFileAndDirectory(schema_path);
-    } catch (...) {
-      schema_unsynced = true;
-      throw;
-    }
+    std::lock_guard guard(schema_sync_mu);
+    if (!schema_unsynced) return;
+    SyncFileAndDirectory(schema_path);
+    schema_unsynced = false;
   }
 
+  // Writes one sealed batch to a new segment file, durably. mu is not held;
+  // several writers may run at once, each on its own claimed batch.
   std::unique_ptr<Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
     SyncSchema();  // before any segment relies on it
     std::string path = SegmentPath(number);
@@ -1119,6 +1118,7 @@ void Store::EnsureSchema(const Schema& schema) {
     // is written (or by Flush), off the caller's path: two fsyncs cost 4-6 ms
     // here. A schema.json lost in a crash before that is harmless: no segment
     // depends on it yet.
+    std::lock_guard guard(impl_->schema_sync_mu);
     WriteFileAtomically(impl_->schema_path, format::EncodeSchemaJson(schema), /*durable=*/false);
     impl_->schema_unsynced = true;
   }
