@@ -926,10 +926,8 @@ class ArrowIPCCacheBackend:
         when no key is cached and the keys are pairwise distinct (a first epoch), so that the
         module runs on the batch as called, with no per-batch bookkeeping in Python."""
         keys, hit, first, second = self._look_up(keys, summarize_misses=True)
-        if first is None:  # no key cached; second: whether the keys are pairwise distinct
-            if second:
-                return None
-            keys, hit, first, second = self._look_up(keys)  # the general answer, to deduplicate
+        if first is None:  # no key cached, keys pairwise distinct (else the general answer)
+            return None
         return self._fast_result(keys, hit, first, second)
 
     def _fast_result(self, keys: Keys, hit: bool, first: Any, second: Any) -> Union[torch.Tensor, CachedBatch]:

@@ -450,8 +450,8 @@ NB_MODULE(_core, m) {
             const std::vector<std::string> messages = s.get().TakeWarnings();
             nb::object warnings = messages.empty() ? nb::none() : nb::object(MessagesToPython(messages));
             const bool none_found = std::find(result.found.begin(), result.found.end(), 1) == result.found.end();
-            if (summarize_misses && none_found && n > 0) {
-              return nb::make_tuple(false, nb::none(), KeysDistinct(keys, batch), warnings);
+            if (summarize_misses && none_found && n > 0 && KeysDistinct(keys, batch)) {
+              return nb::make_tuple(false, nb::none(), nb::none(), warnings);
             }
             const bool all_found = std::find(result.found.begin(), result.found.end(), 0) == result.found.end();
             if (all_found && n > 0 && result.leaves.size() == 1 && result.leaves[0].is_dense) {
@@ -466,9 +466,9 @@ NB_MODULE(_core, m) {
           "Looks up keys. (True, rows, shape, warnings) when every key is found and the cache has a\n"
           "single tensor leaf whose found rows share one shape: rows is a (B, *shape) array of the leaf's\n"
           "dtype, or a (B, row_bytes) uint8 array where numpy has no such dtype (bfloat16, float8,\n"
-          "complex32, uint16/32/64). With summarize_misses, when no key is found (B > 0):\n"
-          "(False, None, distinct, warnings), distinct telling whether the keys are pairwise different.\n"
-          "Otherwise (False, found: bool array, leaves, warnings) with one item\n"
+          "complex32, uint16/32/64). With summarize_misses, when no key is found and the B > 0 keys\n"
+          "are pairwise different: (False, None, None, warnings). Otherwise (False, found: bool array,\n"
+          "leaves, warnings) with one item\n"
           "per schema leaf: ('dense', uint8 array (B, row_bytes), shape), ('ragged', [(uint8 array,\n"
           "shape) | None]) or ('blob', [bytes | None]). warnings: the store's new warnings (as\n"
           "take_warnings), or None.")

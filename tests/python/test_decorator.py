@@ -134,9 +134,12 @@ def test_a_batch_with_nothing_cached_reaches_the_module_as_called(make_backend):
     assert torch.equal(cached(x, 2.0, mask=mask, cache_ids=[0, 1, 2]), x * 2)
     assert len(received) == 1
 
-    # Repeated ids with nothing cached: each computed once, from its first occurrence.
+    # Repeated ids with nothing cached: each computed once, from its first occurrence, after one
+    # lookup of the batch (4 misses counted, not 8).
+    misses = cached.cache_backend.stats()["misses"]
     ids = torch.tensor([7, 8, 7, 7])
     out = cached(inputs_for([7, 8, 7, 7]), 3.0, cache_ids=ids)
+    assert cached.cache_backend.stats()["misses"] - misses == 4
     assert [int(v) for v in received[1][0][:, 0]] == [7, 8]
     assert torch.equal(out, inputs_for([7, 8, 7, 7]) * 3)
 
