@@ -946,7 +946,7 @@ class ArrowIPCCacheBackend:
         returns them, with the layout loaded once the cache has a schema."""
         keys = normalize_keys(keys)
         hit, first, second, messages = self._store.get_batch_fast(keys.values, summarize_misses)
-        if self._layout is None and first is not None and (hit or second):
+        if self._layout is None and (hit or second):  # (a summarized miss: both falsy)
             self._load_layout()
         if messages:
             self._warn(messages)
