@@ -698,7 +698,7 @@ def render_conv(w: Any, results: Dict[str, Any], conv: Dict[str, Any], conv_key:
         what = f"a 3-layer conv extractor (width {conv['width']}, 512 features, "
     else:
         w("## The same loop with a light extractor (a few ms per batch)\n")
-        what = "a light extractor (4×4 average pooling + Linear(192, 512) + ReLU, "
+        what = "a light extractor (2×2 average pooling + Linear(768, 512) + ReLU, "
     if True:
         w(f"{conv['n']:,} synthetic 3×32×32 images, batch {conv['batch']}, `DataLoader(shuffle=True, num_workers=0)`, "
           + what +
