@@ -101,6 +101,7 @@ def make_grid(name: str, runs: int) -> Dict[str, Any]:
     return {"name": name, "runs": runs, "caches": caches, "reads": reads, "writes": writes,
             "opens": opens, "flush_sizes": [n for n, s in caches if s == "16"],
             "libs": sorted(libs), "conv_n": conv_n, "conv_light_n": conv_light_n,
+            "first_epoch_processes": 1 if name == "quick" else 3,
             "rss": {"n": 1_000_000 if name != "quick" else 100_000, "shape": "512", "batch": 256}}
 
 
@@ -263,6 +264,13 @@ def run_suite(args: argparse.Namespace) -> Dict[str, Any]:
                              "flush_every": 2048, "dir": str(bench_dir), "module_id": "rss"})
 
     if "conv" not in skip:
+        # The first-epoch target alone, in processes of their own (workloads.first_epoch): the
+        # figure moves by several percent from one process to the next on this shared machine.
+        for _ in range(grid.get("first_epoch_processes", 1)):
+            for key, width, n in (("first_epoch/light", 0, grid.get("conv_light_n", grid["conv_n"])),
+                                  ("first_epoch/conv", 16, grid["conv_n"])):
+                r.run(key, "first_epoch", {"n": n, "batch": 256, "width": width, "runs": max(runs, 7),
+                                           "dir": str(bench_dir)})
         # The light extractor: a few ms per batch, where caching overheads show most.
         r.run("conv_light", "conv", {"n": grid.get("conv_light_n", grid["conv_n"]), "batch": 256, "width": 0, "runs": runs,
                                      "dir": str(bench_dir), "torchcache": False})
@@ -648,6 +656,7 @@ def render(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> 
         w(f"| fill {rs['fill_s']:.1f} s, all-hit epoch {rs['epoch2_s']:.1f} s | |")
         w("")
 
+    render_first_epoch(w, results)
     for conv_key in ("conv", "conv_light"):
         conv = step(results, conv_key)
         if conv:
@@ -704,7 +713,9 @@ def render_conv(w: Any, results: Dict[str, Any], conv: Dict[str, Any], conv_key:
           + what +
           f"{fmt_stats(conv['module_ms_per_batch'], 1, 1)} ms per batch of {conv['batch']}) and a linear head trained "
           "with SGD. Epoch 1 caches (misses + writes, `flush()` at its end); epoch 2 is all hits. Each run runs every "
-          "variant once, interleaved.\n")
+          "variant once, interleaved."
+          + (" The first-epoch target is judged on the measurement above, which runs nothing else."
+             if first_epoch_runs(results, conv_key) else "") + "\n")
         un = conv["uncached_s"]
         w("| variant | epoch s | ÷ uncached epoch |\n|---|---|---|")
         rows = [("data loading + head only (no extractor)", "data_only_s"), ("uncached module", "uncached_s"),
@@ -725,6 +736,42 @@ def render_conv(w: Any, results: Dict[str, Any], conv: Dict[str, Any], conv_key:
         if conv.get("errors"):
             w(f"\nErrors: {conv['errors']}")
         w("")
+
+
+FIRST_EPOCH_KEYS = {"conv": "first_epoch/conv", "conv_light": "first_epoch/light"}
+
+
+def first_epoch_runs(results: Dict[str, Any], conv_key: str) -> Optional[Tuple[List[float], List[float], float]]:
+    """The isolated first-epoch measurements of one extractor (``workloads.first_epoch``, one
+    result per process): every run's torchcachex ÷ uncached ratio, pooled; each process's median
+    ratio; the module's median cost per batch in ms. None if there are none."""
+    found = [s for s in steps(results, FIRST_EPOCH_KEYS[conv_key]) if s.get("tcx_e1_async_s")]
+    if not found:
+        return None
+    per_process = [ratio_stats(s["tcx_e1_async_s"], s["uncached_s"]) for s in found]
+    module_ms = med([m for s in found for m in s["module_ms_per_batch"]])
+    return [r for rs in per_process for r in rs], [med(rs) for rs in per_process], module_ms
+
+
+def render_first_epoch(w: Any, results: Dict[str, Any]) -> None:
+    rows = [(key, first_epoch_runs(results, key)) for key in ("conv", "conv_light")]
+    if not any(pooled for _, pooled in rows):
+        return
+    w("## First epoch against the uncached module, measured alone\n")
+    w("The same loop as the two sections below, in processes that run nothing else: the uncached epoch and "
+      "torchcachex's first epoch (async writes, a new cache, `flush()` at its end, included) alternate run by "
+      "run, the order swapped every run, each after an untimed `os.sync()` and garbage collection. Several such "
+      "processes; the ratio is the median of every run's ratio, pooled. On this shared machine the ratio moves "
+      "by several percent from one process to the next (the process medians), more than within a process.\n")
+    w("| extractor | module ms per batch of 256 | runs (processes) | **÷ uncached epoch** (all runs) | process medians |")
+    w("|---|---|---|---|---|")
+    for key, pooled in rows:
+        if pooled:
+            ratios, medians, module_ms = pooled
+            label = "conv (width 16)" if key == "conv" else "light"
+            w(f"| {label} | {module_ms:.1f} | {len(ratios)} ({len(medians)}) | {fmt_ratio(ratios, 3)} | "
+              + ", ".join(f"{m:.3f}" for m in medians) + " |")
+    w("")
 
 
 def targets_table(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> str:
@@ -784,11 +831,17 @@ def target_rows(results: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]
             add(f"C++ lookup + gather ≤ 150 ns/row (16-byte rows, batch 1024, {human_n(int(entries))}-entry cache)",
                 f"{v:.0f} ns/row (CPU time; min {min(reps):.0f})", v <= 150)
     for conv_key, label in (("conv", "conv extractor"), ("conv_light", "light extractor")):
+        target = f"first epoch (async) ≤ 1.05 × uncached (module ≥ 2 ms per batch of 256; {label})"
+        pooled = first_epoch_runs(results, conv_key)
         conv = step(results, conv_key)
-        if conv and conv.get("tcx_e1_async_s"):
+        if pooled:
+            ratios, medians, module_ms = pooled
+            r = med(ratios)
+            add(target, f"{r:.3f} ({len(ratios)} runs in {len(medians)} processes, {min(ratios):.3f}–"
+                        f"{max(ratios):.3f}; module {module_ms:.1f} ms/batch)", r <= 1.05)
+        elif conv and conv.get("tcx_e1_async_s"):
             r = med(ratio_stats(conv["tcx_e1_async_s"], conv["uncached_s"]))
-            add(f"first epoch (async) ≤ 1.05 × uncached (module ≥ 2 ms per batch of 256; {label})",
-                f"{r:.3f} (module {med(conv['module_ms_per_batch']):.1f} ms/batch)", r <= 1.05)
+            add(target, f"{r:.3f} (module {med(conv['module_ms_per_batch']):.1f} ms/batch)", r <= 1.05)
     wr, wr_early = [], []
     for key in results.get("steps", {}):
         if key.startswith("writes/") and key.endswith("/async"):

@@ -825,37 +825,87 @@ def _epoch(loader: Any, features: Callable[[Dict[str, Any]], torch.Tensor], head
     return time.perf_counter() - start
 
 
+class _ConvLoop:
+    """The training loop of the conv workloads: a DataLoader over synthetic images, a frozen
+    extractor of the given width, and a linear head trained with SGD; ``module_ms`` is the
+    extractor's cost per batch (forward only, no_grad), for the record."""
+
+    def __init__(self, params: Dict[str, Any], shuffle_seed: int = 0, time_module: bool = True):
+        torch.set_num_threads(params.get("threads", 1))
+        self.n, self.batch, self.width = params["n"], params["batch"], params["width"]
+        dataset = SyntheticImages(self.n)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch, shuffle=True, num_workers=0,
+                                                  generator=torch.Generator().manual_seed(shuffle_seed))
+        self.extractor = make_extractor(self.width)
+        self.head = nn.Linear(512, 10)
+        self.opt = torch.optim.SGD(self.head.parameters(), lr=0.01)
+        self.module_ms: List[float] = []
+        if time_module:
+            x = torch.rand(self.batch, 3, 32, 32)
+            with torch.no_grad():
+                self.extractor(x)
+                self.module_ms = [1e3 * timed(lambda: self.extractor(x)) for _ in range(max(5, params["runs"]))]
+
+    def epoch(self, features: Callable[[Dict[str, Any]], torch.Tensor], settle: bool = True) -> float:
+        """One epoch's wall time with these features (see _epoch)."""
+        return _epoch(self.loader, features, self.head, self.opt, settle=settle)
+
+    def uncached(self, b: Dict[str, Any]) -> torch.Tensor:
+        """The features of a batch without a cache (the module under no_grad)."""
+        with torch.no_grad():
+            return self.extractor(b["image"])
+
+    def record(self) -> Dict[str, Any]:
+        """What a result records about the loop."""
+        return {"n": self.n, "batch": self.batch, "width": self.width, "module_ms_per_batch": self.module_ms,
+                "threads": torch.get_num_threads()}
+
+
+def first_epoch(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The first-epoch target alone: the conv loop's uncached epoch against torchcachex's first
+    epoch (async writes, ``flush()`` at its end, a new cache each run), and nothing else in the
+    process. The two alternate run by run, the order swapped every run, each after an untimed
+    _settle(); ``run_all.py`` runs several such processes and pools their per-run ratios."""
+    from torchcachex import CacheModuleDecorator
+
+    loop = _ConvLoop(params)
+    res: Dict[str, Any] = {"uncached_s": [], "tcx_e1_async_s": [], **loop.record()}
+    for run in range(params["runs"]):
+        for variant in (("uncached", "tcx") if run % 2 == 0 else ("tcx", "uncached")):
+            if variant == "uncached":
+                res["uncached_s"].append(loop.epoch(loop.uncached))
+                continue
+            module_id = f"first_epoch_{loop.width}_{run}"
+            backend = open_backend(params["dir"], module_id)
+            cached = CacheModuleDecorator(loop.extractor, backend)
+            _settle()
+            start = time.perf_counter()
+            loop.epoch(lambda b: cached(b["image"], cache_ids=b["cache_ids"]), settle=False)
+            backend.flush()
+            res["tcx_e1_async_s"].append(time.perf_counter() - start)
+            backend.close()
+            shutil.rmtree(os.path.join(params["dir"], module_id))
+    return res
+
+
 def conv(params: Dict[str, Any]) -> Dict[str, Any]:
     """A real-looking loop: DataLoader over synthetic images -> frozen conv extractor ->
     linear head + SGD step. Epoch 1 (misses, writes) and epoch 2 (hits) of torchcachex,
     against the uncached module, the ad-hoc torch.save/torch.load way and torchcache."""
     from torchcachex import CacheModuleDecorator
 
-    torch.set_num_threads(params.get("threads", 1))
-    n, batch, width = params["n"], params["batch"], params["width"]
+    loop = _ConvLoop(params)
+    n, batch, width = loop.n, loop.batch, loop.width
     directory = params["dir"]
-    dataset = SyntheticImages(n)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0,
-                                         generator=torch.Generator().manual_seed(0))
-    extractor = make_extractor(width)
-    head = nn.Linear(512, 10)
-    opt = torch.optim.SGD(head.parameters(), lr=0.01)
-
-    # Module cost per batch (forward only, no_grad), for the record.
-    x = torch.rand(batch, 3, 32, 32)
-    with torch.no_grad():
-        extractor(x)
-        module_ms = [1e3 * timed(lambda: extractor(x)) for _ in range(max(5, params["runs"]))]
+    loader, extractor, head, opt = loop.loader, loop.extractor, loop.head, loop.opt
+    module_ms = loop.module_ms
 
     res: Dict[str, Any] = {k: [] for k in (
         "uncached_s", "tcx_e1_async_s", "tcx_e1_sync_s", "tcx_e2_s", "adhoc_e1_s", "adhoc_e2_s",
         "torchcache_e1_s", "torchcache_e2_s", "data_only_s")}
     res.update({"n": n, "batch": batch, "width": width, "module_ms_per_batch": module_ms, "errors": {}})
     have_tc = torchcache_available() is not None and params.get("torchcache", True)
-
-    def uncached(b: Dict[str, Any]) -> torch.Tensor:
-        with torch.no_grad():
-            return extractor(b["image"])
+    uncached = loop.uncached
 
     for run in range(params["runs"]):
         # Data loading + head alone: how much of an epoch is not the extractor.
@@ -951,14 +1001,8 @@ def conv_reopen(params: Dict[str, Any]) -> Dict[str, Any]:
     files and torchcache's persistent directory, page cache warm."""
     from torchcachex import CacheModuleDecorator
 
-    torch.set_num_threads(params.get("threads", 1))
-    n, batch, width = params["n"], params["batch"], params["width"]
-    dataset = SyntheticImages(n)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0,
-                                         generator=torch.Generator().manual_seed(1))
-    extractor = make_extractor(width)
-    head = nn.Linear(512, 10)
-    opt = torch.optim.SGD(head.parameters(), lr=0.01)
+    loop = _ConvLoop(params, shuffle_seed=1, time_module=False)
+    width, loader, extractor, head, opt = loop.width, loop.loader, loop.extractor, loop.head, loop.opt
     out: Dict[str, Any] = {}
     if params.get("tcx"):
         start = time.perf_counter()
@@ -1110,7 +1154,7 @@ def hitpath(params: Dict[str, Any]) -> Dict[str, Any]:
 
 # =============================================================================== main
 
-WORKLOADS = {f.__name__: f for f in (machine, build, reads, writes, open_time, flush_cost, rss, conv,
+WORKLOADS = {f.__name__: f for f in (machine, build, reads, writes, open_time, flush_cost, rss, conv, first_epoch,
                                        conv_reopen, profile_target, hitpath)}
 
 
