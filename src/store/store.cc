@@ -131,6 +131,7 @@ struct Store::Impl {
   // row (see FillLeaf); kPageBytes: the page size the prefetcher stops at.
   static constexpr size_t kPageHeadPrefetchMinRowBytes = 8192;
   static constexpr size_t kPageBytes = 4096;
+  static constexpr size_t kPutPrefetchDistance = 16;  // rows ahead, see Put
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr uint64_t kTrimEveryBytes = uint64_t{32} << 20;   // heap given back to the OS this often
@@ -1188,7 +1189,14 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
   }
   s.ClaimWriter();
   if (n > 0) s.last_row_bytes.store(s.RowBytes(leaves, 0), std::memory_order_relaxed);
+  // The pending index can outgrow the caches (a writer behind on tiny rows
+  // lets the active batch grow to max_pending_bytes): hashes first, then the
+  // home slot of row i + kPutPrefetchDistance is prefetched while row i is
+  // inserted, as in IndexRows.
+  std::vector<uint64_t> hashes(n);
+  for (size_t i = 0; i < n; ++i) hashes[i] = HashKey(keys[i]);
   for (size_t i = 0; i < n; ++i) {
+    if (i + Impl::kPutPrefetchDistance < n) s.pending.PrefetchHome(hashes[i + Impl::kPutPrefetchDistance]);
     const size_t row_bytes = s.RowBytes(leaves, i);
     if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
     if (!s.active) {
@@ -1200,8 +1208,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
       s.active->Reserve(rows, keys[i].size(), leaves, i);
     }
     const int64_t row = s.active->Append(keys[i], leaves, i);
-    s.pending.Upsert(HashKey(keys[i]), keys[i], RowLocation{s.active_serial, static_cast<uint32_t>(row)},
-                     s.pending_key_at);
+    s.pending.Upsert(hashes[i], keys[i], RowLocation{s.active_serial, static_cast<uint32_t>(row)}, s.pending_key_at);
     // Full: seal. Due (flush_every rows) while a sealed batch still waits
     // for a writer (async): keep filling, see ActiveDue.
     if (s.active->bytes() >= s.options.max_pending_bytes ||
