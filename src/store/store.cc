@@ -117,8 +117,10 @@ struct Store::Impl {
   // Where a looked-up key's row is.
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   // Batched lookups are software-pipelined (see Lookup) when their chains of
-  // dependent loads miss the core's caches: the index has this many entries,
-  // or the last batch of rows moved (gathered by a lookup, or stored by a put)
+  // dependent loads miss the core's caches: the index and the pending index
+  // have this many entries together (a writer behind on tiny rows lets the
+  // pending index grow to hundreds of thousands; both home slots are
+  // prefetched), or the last batch of rows moved (gathered by a lookup, or stored by a put)
   // had rows this wide. Moving rows of 512 bytes and more pushes even a small
   // index and its key column out of cache between batches. For 10k entries,
   // per batch of 256: 11% faster for 512-byte rows, 16% for 2 KB rows, 2% for
@@ -838,7 +840,7 @@ struct Store::Impl {
     std::vector<Found> found(n);
     std::vector<HotCache::Row> hot_rows;
     const KeyIndex::KeyAt key_at = KeyAtFn(exclusive);
-    if (index.size() < kPipelineMinEntries &&
+    if (index.size() + pending.size() < kPipelineMinEntries &&
         last_row_bytes.load(std::memory_order_relaxed) < kPipelineMinRowBytes) {  // all in cache
       for (size_t i = 0; i < n; ++i) {
         found[i] = Find(keys[i], NeedsHash() ? HashKey(keys[i]) : 0, &hot_rows, key_at);
@@ -862,6 +864,7 @@ struct Store::Impl {
         if (i < n) {
           hashes[i] = HashKey(keys[i]);
           index.PrefetchHome(hashes[i]);
+          pending.PrefetchHome(hashes[i]);
         }
         if (i >= kDistance && i - kDistance < n) {
           const size_t j = i - kDistance;
