@@ -120,13 +120,13 @@ struct Store::Impl {
   // dependent loads miss the core's caches: the index and the pending index
   // have this many entries together (a writer behind on tiny rows lets the
   // pending index grow to hundreds of thousands; both home slots are
-  // prefetched), or the last batch of rows moved (gathered by a lookup, or stored by a put)
-  // had rows this wide. Moving rows of 512 bytes and more pushes even a small
-  // index and its key column out of cache between batches. For 10k entries,
-  // per batch of 256: 11% faster for 512-byte rows, 16% for 2 KB rows, 2% for
-  // 16 KB rows, and 2% slower for 64-byte rows, which all stay cached
-  // (benchmarks/NOTES.md, round 6). The all-miss lookups of a first epoch
-  // follow the previous batch's put (benchmarks/NOTES.md, round 7).
+  // prefetched), or the last batch of rows moved (gathered by a lookup, or
+  // stored by a put) had rows this wide. Moving rows of 512 bytes and more
+  // pushes even a small index and its key column out of cache between
+  // batches. For 10k entries, per batch of 256: 11% faster for 512-byte rows,
+  // 16% for 2 KB rows, 2% for 16 KB rows, and 2% slower for 64-byte rows,
+  // which all stay cached (benchmarks/NOTES.md, round 6). The all-miss
+  // lookups of a first epoch follow the previous batch's put (round 7).
   static constexpr size_t kPipelineMinEntries = 65536;
   static constexpr size_t kPipelineMinRowBytes = 512;
   // Gathers of rows at least this large prefetch the page heads of the next
