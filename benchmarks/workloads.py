@@ -895,15 +895,14 @@ def conv(params: Dict[str, Any]) -> Dict[str, Any]:
     from torchcachex import CacheModuleDecorator
 
     loop = _ConvLoop(params)
-    n, batch, width = loop.n, loop.batch, loop.width
+    n, width = loop.n, loop.width
     directory = params["dir"]
     loader, extractor, head, opt = loop.loader, loop.extractor, loop.head, loop.opt
-    module_ms = loop.module_ms
 
     res: Dict[str, Any] = {k: [] for k in (
         "uncached_s", "tcx_e1_async_s", "tcx_e1_sync_s", "tcx_e2_s", "adhoc_e1_s", "adhoc_e2_s",
         "torchcache_e1_s", "torchcache_e2_s", "data_only_s")}
-    res.update({"n": n, "batch": batch, "width": width, "module_ms_per_batch": module_ms, "errors": {}})
+    res.update({**loop.record(), "errors": {}})
     have_tc = torchcache_available() is not None and params.get("torchcache", True)
     uncached = loop.uncached
 
@@ -978,7 +977,6 @@ def conv(params: Dict[str, Any]) -> Dict[str, Any]:
             except Exception as exc:  # noqa: BLE001
                 res["errors"]["torchcache"] = f"{type(exc).__name__}: {exc}"
                 have_tc = False
-    res["threads"] = torch.get_num_threads()
     return res
 
 
