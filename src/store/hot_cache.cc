@@ -27,16 +27,12 @@ void HotCache::Put(std::string_view key, std::span<const LeafRows> leaves, size_
     map_.erase(lru_.back().key);
     lru_.pop_back();
   }
+  size_.store(map_.size(), std::memory_order_release);
 }
 
 bool HotCache::Contains(std::string_view key) const {
   std::lock_guard lock(mu_);
   return map_.count(key) > 0;
-}
-
-size_t HotCache::size() const {
-  std::lock_guard lock(mu_);
-  return map_.size();
 }
 
 }  // namespace torchcachex

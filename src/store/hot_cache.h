@@ -2,6 +2,7 @@
 // (DDP non-writer ranks keep their computed rows here). Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -43,7 +44,10 @@ class HotCache {
   }
 
   bool Contains(std::string_view key) const;
-  size_t size() const;
+  // The number of rows held, read without the lock: a lookup asks it for
+  // every key it did not find elsewhere, and a persisting store's hot cache
+  // is always empty (a mutex per missing key cost about 20 ns).
+  size_t size() const { return size_.load(std::memory_order_acquire); }
 
  private:
   struct Entry {
@@ -54,6 +58,7 @@ class HotCache {
   mutable std::mutex mu_;
   std::list<Entry> lru_;  // most recent first
   std::unordered_map<std::string_view, std::list<Entry>::iterator> map_;  // views into lru_ keys
+  std::atomic<size_t> size_{0};  // == map_.size(), stored under mu_
 };
 
 }  // namespace torchcachex

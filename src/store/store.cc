@@ -861,11 +861,14 @@ struct Store::Impl {
         const Segment* segment = segments[loc.segment].get();
         return segment != nullptr && segment->mapped() ? segment : nullptr;
       };
+      // An empty table keeps its slots (the pending index between flushes):
+      // Find skips it, so its slots are not prefetched either.
+      const bool probe_index = index.size() > 0, probe_pending = pending.size() > 0;
       for (size_t i = 0; i < n + 3 * kDistance; ++i) {
         if (i < n) {
           hashes[i] = HashKey(keys[i]);
-          index.PrefetchHome(hashes[i]);
-          pending.PrefetchHome(hashes[i]);
+          if (probe_index) index.PrefetchHome(hashes[i]);
+          if (probe_pending) pending.PrefetchHome(hashes[i]);
         }
         if (i >= kDistance && i - kDistance < n) {
           const size_t j = i - kDistance;
