@@ -172,7 +172,7 @@ KeyIndex::PreparedTable KeyIndex::Prepare(size_t capacity) {
 void KeyIndex::Grow(size_t min_capacity, PreparedTable* prepared) {
   size_t capacity = std::bit_ceil(std::max(min_capacity, kMinCapacity));
   if (capacity > kMaxCapacity) throw InvalidArgumentError("KeyIndex: too many entries");
-  std::vector<Slot> fresh;
+  LargeVector<Slot> fresh;
   if (prepared != nullptr && prepared->capacity() == capacity) {
     fresh = std::move(prepared->slots_);  // empty slots, pages already faulted in
     prepared->slots_.clear();

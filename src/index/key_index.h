@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "util/large_allocator.h"
 #include "util/prefetch.h"
 
 namespace torchcachex {
@@ -105,7 +106,7 @@ class KeyIndex {
       uint32_t segment;
       uint32_t row;
     };
-    std::vector<Slot> slots_;
+    LargeVector<Slot> slots_;  // a large table is mapped of its own (LargeAllocator)
   };
   // The capacity Reserve(entries) would grow to; 0 if `entries` fit now (or
   // can never fit: Reserve then throws).
@@ -139,7 +140,7 @@ class KeyIndex {
   // its cluster whose home does not lie cyclically in (hole, j] move back, so
   // no entry is left separated from its home by an empty slot.
   void EraseAt(size_t hole);
-  std::vector<Slot> slots_;  // capacity is a power of two (or 0)
+  LargeVector<Slot> slots_;  // capacity is a power of two (or 0)
   size_t size_ = 0;
 };
 

@@ -12,7 +12,7 @@ namespace {
 
 constexpr size_t kMaxOffset = static_cast<size_t>(std::numeric_limits<int32_t>::max());
 
-format::ColumnView ViewOf(const std::vector<int32_t>& offsets, const std::byte* values,
+format::ColumnView ViewOf(std::span<const int32_t> offsets, const std::byte* values,
                           int64_t values_length) {
   format::ColumnView view;
   view.offsets = reinterpret_cast<const std::byte*>(offsets.data());
@@ -22,7 +22,7 @@ format::ColumnView ViewOf(const std::vector<int32_t>& offsets, const std::byte* 
   return view;
 }
 
-void AppendBytes(std::vector<std::byte>& out, const std::byte* data, size_t size) {
+void AppendBytes(LargeVector<std::byte>& out, const std::byte* data, size_t size) {
   if (size > 0) out.insert(out.end(), data, data + size);
 }
 

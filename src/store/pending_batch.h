@@ -18,6 +18,7 @@
 #include "torchcachex/schema.h"
 #include "torchcachex/store.h"
 #include "util/default_init_allocator.h"
+#include "util/large_allocator.h"
 
 namespace torchcachex {
 
@@ -76,19 +77,21 @@ class PendingBatch {
 
  private:
   struct LeafBuffers {
-    std::vector<int32_t> data_offsets{0};  // elements (tensors) or bytes (blobs)
+    // Large buffers are mapped of their own (LargeAllocator): a batch freed
+    // once written gives its memory back to the OS.
+    LargeVector<int32_t> data_offsets{0};  // elements (tensors) or bytes (blobs)
     // Not zeroed on growth: Append overwrites what it adds.
-    std::vector<std::byte, DefaultInitAllocator<std::byte>> data_values;
-    std::vector<int32_t> shape_offsets{0};
-    std::vector<int64_t> shape_values;
+    std::vector<std::byte, DefaultInitAllocator<std::byte, LargeAllocator<std::byte>>> data_values;
+    LargeVector<int32_t> shape_offsets{0};
+    LargeVector<int64_t> shape_values;
   };
   const Schema schema_;
   std::vector<format::Field> fields_;
   format::KeyValueMetadata metadata_;
   int64_t num_rows_ = 0;
   size_t bytes_ = 0;
-  std::vector<int32_t> key_offsets_{0};
-  std::vector<std::byte> key_chars_;
+  LargeVector<int32_t> key_offsets_{0};
+  LargeVector<std::byte> key_chars_;
   std::vector<LeafBuffers> leaves_;
   BatchView view_;
 };

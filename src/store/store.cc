@@ -48,7 +48,7 @@
 #include "torchcachex/errors.h"
 #include "util/file.h"
 #include "util/hash.h"
-#include "util/memory.h"
+#include "util/large_allocator.h"
 #include "util/prefetch.h"
 #include "util/stream_copy.h"
 
@@ -137,7 +137,6 @@ struct Store::Impl {
   static constexpr size_t kPendingLoadHeadroom = 2;   // pending index load <= 0.8 / this, see Put
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
-  static constexpr uint64_t kTrimEveryBytes = uint64_t{32} << 20;   // heap given back to the OS this often
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -186,7 +185,7 @@ struct Store::Impl {
     std::unique_ptr<Segment> written;  // written, not yet published
     // HashKey of each row's key, computed by its writer outside mu, so that
     // publishing (under mu, exclusively) does not hash every key twice.
-    std::vector<uint64_t> key_hashes;
+    LargeVector<uint64_t> key_hashes;
   };
   // Elements are only popped once written, so a claimed element's address
   // stays valid while its writer runs with mu released.
@@ -225,7 +224,6 @@ struct Store::Impl {
   std::atomic<int64_t> last_auto_refresh_ns{0};
   std::atomic<uint64_t> hits{0}, misses{0};
   std::atomic<uint64_t> rows_written{0}, bytes_written{0};
-  std::atomic<uint64_t> bytes_since_trim{0};  // segment bytes written since the last ReleaseFreeHeapMemory
   uint64_t skipped_segments = 0;
   uint64_t damaged_segments = 0;  // guarded by warnings_mu
   // Bumped when a segment is first found damaged; the index excludes the
@@ -609,11 +607,10 @@ struct Store::Impl {
     if (!entry->number) entry->number = next_segment_number++;
     std::shared_ptr<PendingBatch> batch = entry->batch;
     const uint64_t number = *entry->number;
-    const uint64_t batch_bytes = batch->bytes();
     lock.unlock();
     std::unique_ptr<Segment> segment;
     std::exception_ptr error;
-    std::vector<uint64_t> key_hashes;
+    LargeVector<uint64_t> key_hashes;
     try {
       segment = WriteBatch(*batch, number);
       key_hashes.resize(static_cast<size_t>(batch->num_rows()));
@@ -622,9 +619,6 @@ struct Store::Impl {
       error = std::current_exception();
     }
     batch.reset();  // the queue entry keeps it alive; once published, its buffers may be reused
-    if (!error && (bytes_since_trim += batch_bytes) >= kTrimEveryBytes && bytes_since_trim.exchange(0) > 0) {
-      ReleaseFreeHeapMemory();  // outside mu: it walks the whole heap
-    }
     lock.lock();
     entry->claimed = false;
     if (error) return error;

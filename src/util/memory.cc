@@ -1,12 +1,6 @@
 #include "util/memory.h"
 
-#include <cstdlib>  // defines __GLIBC__ on glibc systems
-
 #include <cstdint>
-
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -17,12 +11,6 @@
 #endif
 
 namespace torchcachex {
-
-void ReleaseFreeHeapMemory() {
-#if defined(__GLIBC__)
-  malloc_trim(0);
-#endif
-}
 
 void PopulateForWrite(void* data, size_t bytes) {
 #if defined(__linux__)
