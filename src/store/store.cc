@@ -137,6 +137,7 @@ struct Store::Impl {
   static constexpr size_t kPendingLoadHeadroom = 2;   // pending index load <= 0.8 / this, see Put
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
+  static constexpr size_t kMaxSpareBatches = 2;                      // see spares
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -165,11 +166,17 @@ struct Store::Impl {
   std::unordered_set<uint64_t> seen_segment_numbers;     // loaded or skipped
   KeyIndex index;
   std::shared_ptr<PendingBatch> active;
-  std::shared_ptr<PendingBatch> spare;  // an empty batch, taken as the next active one
-  // Once the active batch is half full and no spare is at hand, the
+  // Empty batches, the next active one taken from the back; at most
+  // kMaxSpareBatches. A published batch's buffers join them (already faulted
+  // in). Once the active batch is half full and no spare is at hand, the
   // background writer makes one ahead (PrepareSpare): else the next active
   // batch is a fresh allocation that the caller's puts fault in page by page
-  // (4 MB: 1024 faults, 1.3-2.5 ms here). Guarded by mu.
+  // (4 MB: 1024 faults, 1.3-2.5 ms here). Two, not one: a writer that
+  // publishes a batch before the next put has made the spare that the put
+  // would have taken, and with room for one, the published batch replaced it,
+  // freed, and a new one was made at the next half-full batch: a 4 MB map,
+  // fault-in and unmap per segment. Guarded by mu.
+  std::vector<std::shared_ptr<PendingBatch>> spares;
   bool spare_wanted = false;     // requested from the writer
   bool spare_in_making = false;  // the writer is making it, mu released
   // The index's next table, made ahead by the background writer
@@ -631,9 +638,9 @@ struct Store::Impl {
       // Nothing refers to a published batch any more (its pending entries are
       // gone and lookups hold mu): keep its buffers for the next active batch,
       // whose pages are then already faulted in.
-      if (batch.use_count() == 1 && batch->bytes() <= kMaxSpareBatchBytes) {
+      if (batch.use_count() == 1 && batch->bytes() <= kMaxSpareBatchBytes && spares.size() < kMaxSpareBatches) {
         batch->Clear();
-        spare = std::move(batch);
+        spares.push_back(std::move(batch));
       }
     }
     return nullptr;
@@ -685,7 +692,7 @@ struct Store::Impl {
   // batch's and their pages faulted in, with mu released.
   void PrepareSpare(std::unique_lock<std::shared_mutex>& lock) {
     spare_wanted = false;
-    if (spare || !active || !schema) return;
+    if (!spares.empty() || !active || !schema) return;
     const PendingBatch::Capacity capacity = active->capacity();
     const Schema batch_schema = *schema;
     spare_in_making = true;
@@ -700,7 +707,7 @@ struct Store::Impl {
     lock.lock();
     spare_in_making = false;
     // Not after a Flush (no active batch then): between epochs, hold no write buffers.
-    if (batch && !spare && active) spare = std::move(batch);
+    if (batch && spares.empty() && active) spares.push_back(std::move(batch));
   }
 
   // Background writer, mu held exclusively through `lock`: if publishing
@@ -1205,7 +1212,12 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     const size_t row_bytes = s.RowBytes(leaves, i);
     if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
     if (!s.active) {
-      s.active = s.spare ? std::move(s.spare) : std::make_shared<PendingBatch>(*s.schema);
+      if (s.spares.empty()) {
+        s.active = std::make_shared<PendingBatch>(*s.schema);
+      } else {
+        s.active = std::move(s.spares.back());
+        s.spares.pop_back();
+      }
       s.active_serial = s.next_serial;
       s.next_serial = (s.next_serial + 1) & Impl::kSerialMask;
       // Size the buffers for a full batch of rows like this one.
@@ -1222,7 +1234,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     }
   }
   StreamFence();  // the rows' streamed stores, before the lock release publishes them
-  if (s.options.async_write && s.active && !s.spare && !s.spare_wanted && !s.spare_in_making &&
+  if (s.options.async_write && s.active && s.spares.empty() && !s.spare_wanted && !s.spare_in_making &&
       (static_cast<size_t>(s.active->num_rows()) * 2 >= s.options.flush_every ||
        s.active->bytes() * 2 >= s.options.max_pending_bytes)) {
     s.spare_wanted = true;  // see PrepareSpare
@@ -1262,7 +1274,7 @@ void Store::Flush() {
     uint64_t target = s.sealed_total;
     s.ResumeWriter();
     s.HelpWriteUntil(lock, [&] { return s.published_total >= target; });
-    s.spare.reset();  // between epochs, hold no write buffers
+    s.spares.clear();  // between epochs, hold no write buffers
     s.RethrowWriterError();
   }
   s.SyncSchema();  // also with no rows to write
