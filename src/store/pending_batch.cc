@@ -101,6 +101,15 @@ void PendingBatch::Reserve(size_t rows, size_t key_bytes, std::span<const LeafRo
   }
 }
 
+std::vector<std::span<std::byte>> PendingBatch::UnfilledRowBuffers() {
+  std::vector<std::span<std::byte>> unfilled;
+  for (LeafBuffers& buffers : leaves_) {
+    auto& values = buffers.data_values;
+    if (values.capacity() > values.size()) unfilled.emplace_back(values.data() + values.size(), values.capacity() - values.size());
+  }
+  return unfilled;
+}
+
 PendingBatch::Capacity PendingBatch::capacity() const {
   Capacity capacity;
   capacity.key_offsets = key_offsets_.capacity();

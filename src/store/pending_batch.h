@@ -57,6 +57,13 @@ class PendingBatch {
   // no page faults.
   void ReserveAndPopulate(const Capacity& capacity);
 
+  // The row buffers' reserved bytes past their appended rows, as spans (read
+  // under the owner's lock). Another thread may fault them in with
+  // PopulateForWrite while rows are appended: that changes no bytes. If a
+  // buffer moves meanwhile (an Append past its capacity), the span is stale,
+  // and faulting in whatever is mapped there is harmless as well.
+  std::vector<std::span<std::byte>> UnfilledRowBuffers();
+
   int64_t num_rows() const { return num_rows_; }
   // The key of `row` (< num_rows()), from the current buffers (no
   // UpdateView needed). Valid until the next Append or Clear.

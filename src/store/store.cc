@@ -49,6 +49,7 @@
 #include "util/file.h"
 #include "util/hash.h"
 #include "util/large_allocator.h"
+#include "util/memory.h"
 #include "util/prefetch.h"
 #include "util/stream_copy.h"
 
@@ -179,6 +180,13 @@ struct Store::Impl {
   std::vector<std::shared_ptr<PendingBatch>> spares;
   bool spare_wanted = false;     // requested from the writer
   bool spare_in_making = false;  // the writer is making it, mu released
+  // A new active batch that is not a spare (the first of a store, or of an
+  // epoch after Flush) has its row buffers reserved but not faulted in: the
+  // background writer, idle then, faults in the rest of them (PopulateActive)
+  // while the caller's puts fill the first pages, instead of those puts
+  // faulting in 4 MB page by page (2 ms of a store's first puts here).
+  // Guarded by mu.
+  bool populate_active_wanted = false;
   // The index's next table, made ahead by the background writer
   // (PrepareIndexGrowth); used by the growth it was made for. Guarded by mu.
   KeyIndex::PreparedTable next_index_table;
@@ -674,8 +682,13 @@ struct Store::Impl {
     std::unique_lock lock(mu);
     while (true) {
       cv.wait(lock, [&] {
-        return stop_writer || (!writer_paused && (spare_wanted || NextUnclaimed() != nullptr || ActiveDue()));
+        return stop_writer || (!writer_paused && (spare_wanted || populate_active_wanted ||
+                                                  NextUnclaimed() != nullptr || ActiveDue()));
       });
+      if (populate_active_wanted && !stop_writer) {
+        PopulateActive(lock);
+        continue;
+      }
       if (spare_wanted && !stop_writer) {
         PrepareSpare(lock);
         continue;
@@ -685,6 +698,19 @@ struct Store::Impl {
       if (std::exception_ptr error = WriteClaimed(entry, lock)) SetWriterError(error);
       PrepareIndexGrowth(lock);
     }
+  }
+
+  // Background writer, mu held exclusively through `lock`: faults in the
+  // unfilled row buffers of the active batch with mu released (see
+  // populate_active_wanted), holding a reference so that they stay allocated.
+  void PopulateActive(std::unique_lock<std::shared_mutex>& lock) {
+    populate_active_wanted = false;
+    if (!active) return;
+    std::shared_ptr<PendingBatch> batch = active;
+    const std::vector<std::span<std::byte>> unfilled = batch->UnfilledRowBuffers();
+    lock.unlock();
+    for (std::span<std::byte> buffer : unfilled) PopulateForWrite(buffer.data(), buffer.size());
+    lock.lock();
   }
 
   // Background writer, mu held exclusively through `lock`: makes the spare
@@ -1214,6 +1240,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     if (!s.active) {
       if (s.spares.empty()) {
         s.active = std::make_shared<PendingBatch>(*s.schema);
+        s.populate_active_wanted = s.options.async_write;  // after the Reserve below
       } else {
         s.active = std::move(s.spares.back());
         s.spares.pop_back();
@@ -1240,6 +1267,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     s.spare_wanted = true;  // see PrepareSpare
     s.cv.notify_all();
   }
+  if (s.populate_active_wanted) s.cv.notify_all();  // see PopulateActive
   if (s.active) s.active->UpdateView();
   if (s.sealed.empty()) return;
   if (s.options.async_write) {
