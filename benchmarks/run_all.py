@@ -702,40 +702,40 @@ def render(results: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> 
 
 
 def render_conv(w: Any, results: Dict[str, Any], conv: Dict[str, Any], conv_key: str) -> None:
+    """Writes the section of one conv loop (``conv`` or ``conv_light``): every variant's epoch time."""
     if conv_key == "conv":
         w("## Real-looking workload: frozen conv feature extractor + DataLoader\n")
         what = f"a 3-layer conv extractor (width {conv['width']}, 512 features, "
     else:
         w("## The same loop with a light extractor (a few ms per batch)\n")
         what = "a light extractor (2×2 average pooling + Linear(768, 512) + ReLU, "
-    if True:
-        w(f"{conv['n']:,} synthetic 3×32×32 images, batch {conv['batch']}, `DataLoader(shuffle=True, num_workers=0)`, "
-          + what +
-          f"{fmt_stats(conv['module_ms_per_batch'], 1, 1)} ms per batch of {conv['batch']}) and a linear head trained "
-          "with SGD. Epoch 1 caches (misses + writes, `flush()` at its end); epoch 2 is all hits. Each run runs every "
-          "variant once, interleaved."
-          + (" The first-epoch target is judged on the measurement above, which runs nothing else."
-             if first_epoch_runs(results, conv_key) else "") + "\n")
-        un = conv["uncached_s"]
-        w("| variant | epoch s | ÷ uncached epoch |\n|---|---|---|")
-        rows = [("data loading + head only (no extractor)", "data_only_s"), ("uncached module", "uncached_s"),
-                ("torchcachex epoch 1, async writes", "tcx_e1_async_s"), ("torchcachex epoch 1, sync writes", "tcx_e1_sync_s"),
-                ("torchcachex epoch 2 (all hits)", "tcx_e2_s"), ("ad hoc torch.save epoch 1", "adhoc_e1_s"),
-                ("ad hoc torch.load epoch 2", "adhoc_e2_s"), ("torchcache epoch 1", "torchcache_e1_s"),
-                ("torchcache epoch 2", "torchcache_e2_s")]
-        for label, k in rows:
-            if conv.get(k):
-                w(f"| {label} | {fmt_stats(conv[k], 1, 2)} | {fmt_ratio(ratio_stats(conv[k], un), 3)} |")
-        cr = step(results, "conv_reopen") if conv_key == "conv" else None
-        if cr:
-            for k, label in (("tcx_new_run_e2_s", "torchcachex, new process (second training run)"),
-                             ("adhoc_new_run_e2_s", "ad hoc, new process"),
-                             ("torchcache_new_run_e2_s", "torchcache, new process")):
-                if k in cr:
-                    w(f"| {label} | {cr[k]:.2f} (1 run) | {cr[k] / med(un):.3f} |")
-        if conv.get("errors"):
-            w(f"\nErrors: {conv['errors']}")
-        w("")
+    w(f"{conv['n']:,} synthetic 3×32×32 images, batch {conv['batch']}, `DataLoader(shuffle=True, num_workers=0)`, "
+      + what +
+      f"{fmt_stats(conv['module_ms_per_batch'], 1, 1)} ms per batch of {conv['batch']}) and a linear head trained "
+      "with SGD. Epoch 1 caches (misses + writes, `flush()` at its end); epoch 2 is all hits. Each run runs every "
+      "variant once, interleaved."
+      + (" The first-epoch target is judged on the measurement above, which runs nothing else."
+         if first_epoch_runs(results, conv_key) else "") + "\n")
+    un = conv["uncached_s"]
+    w("| variant | epoch s | ÷ uncached epoch |\n|---|---|---|")
+    rows = [("data loading + head only (no extractor)", "data_only_s"), ("uncached module", "uncached_s"),
+            ("torchcachex epoch 1, async writes", "tcx_e1_async_s"), ("torchcachex epoch 1, sync writes", "tcx_e1_sync_s"),
+            ("torchcachex epoch 2 (all hits)", "tcx_e2_s"), ("ad hoc torch.save epoch 1", "adhoc_e1_s"),
+            ("ad hoc torch.load epoch 2", "adhoc_e2_s"), ("torchcache epoch 1", "torchcache_e1_s"),
+            ("torchcache epoch 2", "torchcache_e2_s")]
+    for label, k in rows:
+        if conv.get(k):
+            w(f"| {label} | {fmt_stats(conv[k], 1, 2)} | {fmt_ratio(ratio_stats(conv[k], un), 3)} |")
+    cr = step(results, "conv_reopen") if conv_key == "conv" else None
+    if cr:
+        for k, label in (("tcx_new_run_e2_s", "torchcachex, new process (second training run)"),
+                         ("adhoc_new_run_e2_s", "ad hoc, new process"),
+                         ("torchcache_new_run_e2_s", "torchcache, new process")):
+            if k in cr:
+                w(f"| {label} | {cr[k]:.2f} (1 run) | {cr[k] / med(un):.3f} |")
+    if conv.get("errors"):
+        w(f"\nErrors: {conv['errors']}")
+    w("")
 
 
 FIRST_EPOCH_KEYS = {"conv": "first_epoch/conv", "conv_light": "first_epoch/light"}
@@ -754,6 +754,7 @@ def first_epoch_runs(results: Dict[str, Any], conv_key: str) -> Optional[Tuple[L
 
 
 def render_first_epoch(w: Any, results: Dict[str, Any]) -> None:
+    """Writes the section of the isolated first-epoch measurements, if the results have any."""
     rows = [(key, first_epoch_runs(results, key)) for key in ("conv", "conv_light")]
     if not any(pooled for _, pooled in rows):
         return
