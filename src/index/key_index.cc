@@ -125,20 +125,6 @@ void KeyIndex::EraseSegment(uint32_t segment) {
   }
 }
 
-bool KeyIndex::EraseLocation(uint64_t hash, RowLocation location) {
-  if (slots_.empty()) return false;
-  const size_t mask = slots_.size() - 1;
-  const uint32_t tag = TagOf(hash);
-  for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
-    const Slot& slot = slots_[i];
-    if (slot.segment == kEmpty) return false;
-    if (slot.tag == tag && slot.segment == location.segment && slot.row == location.row) {
-      EraseAt(i);
-      return true;
-    }
-  }
-}
-
 size_t KeyIndex::GrowthFor(size_t entries) const noexcept {
   if (entries == 0) return 0;
   size_t capacity = slots_.empty() ? kMinCapacity : slots_.size();

@@ -72,20 +72,6 @@ class KeyIndex {
   // dropped). O(capacity).
   void EraseSegment(uint32_t segment);
 
-  // Removes the entry pointing at `location`, a row that holds a key whose
-  // HashKey is `hash`, if that entry is still the key's (a later Upsert may
-  // have moved it); returns whether it did. No key is compared: one location
-  // holds one key, so an entry pointing at it is that key's.
-  bool EraseLocation(uint64_t hash, RowLocation location);
-
-  // Calls f(location) for every entry, in no particular order.
-  template <class F>
-  void ForEach(F f) const {
-    for (const Slot& slot : slots_) {
-      if (slot.segment != kEmpty) f(RowLocation{slot.segment, slot.row});
-    }
-  }
-
   // Makes room for `entries` entries without rehashing.
   void Reserve(size_t entries);
 

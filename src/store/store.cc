@@ -10,14 +10,15 @@
 // `write_mu` serializes writers in synchronous mode (lock order: write_mu, then mu).
 //
 // Invariants:
-//  - `pending` maps a key to its newest unwritten row, as RowLocation{serial
-//    of its pending batch, row}; that row lives in `active` or in `sealed`.
-//    Serials are taken in activation order (31 bits, wrapping), so those of
-//    `sealed` are consecutive and end just before `active_serial`. When a
-//    sealed batch is published its rows move to the index and their
-//    `pending` entries (if still in that batch) are erased.
-//  - `index` maps a key to its newest row in `segments` (later segments, and
-//    later rows within a segment, win).
+//  - `index` maps a key to its newest row, written or not, as RowLocation{slot,
+//    row}. A batch reserves its slot in `segments` when it becomes active: until
+//    it is published, `segments[slot]` is null and `pending_batch_in_slot[slot]`
+//    is the batch (active or sealed); rows are located by their number in it.
+//    A batch becomes exactly one segment file with the same rows in the same
+//    order, so publishing it moves no index entry: the slot's segment is set
+//    and its pending batch cleared, O(1) under `mu` whatever the batch size.
+//  - A later put of a key, and a later segment loaded by a scan, replace the
+//    key's entry (later rows within a segment win).
 //  - `sealed` is oldest first. Its batches may be written in any order and
 //    concurrently (each claimed by one writer, numbered in queue order), but
 //    are published strictly in queue order, so a later put of a key wins.
@@ -118,10 +119,8 @@ struct Store::Impl {
   // Where a looked-up key's row is.
   static constexpr uint32_t kNoSegment = 0xFFFFFFFFu;  // "no candidate" in batched lookups
   // Batched lookups are software-pipelined (see Lookup) when their chains of
-  // dependent loads miss the core's caches: the index and the pending index
-  // have this many entries together (a writer behind on tiny rows lets the
-  // pending index grow to hundreds of thousands; both home slots are
-  // prefetched), or the last batch of rows moved (gathered by a lookup, or
+  // dependent loads miss the core's caches: the index has this many entries,
+  // or the last batch of rows moved (gathered by a lookup, or
   // stored by a put) had rows this wide. Moving rows of 512 bytes and more
   // pushes even a small index and its key column out of cache between
   // batches. For 10k entries, per batch of 256: 11% faster for 512-byte rows,
@@ -135,7 +134,6 @@ struct Store::Impl {
   static constexpr size_t kPageHeadPrefetchMinRowBytes = 8192;
   static constexpr size_t kPageBytes = 4096;
   static constexpr size_t kPutPrefetchDistance = 16;  // rows ahead, see Put
-  static constexpr size_t kPendingLoadHeadroom = 2;   // pending index load <= 0.8 / this, see Put
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr size_t kMaxSpareBatches = 2;                      // see spares
@@ -156,7 +154,10 @@ struct Store::Impl {
   std::optional<Schema> schema;
   std::mutex schema_sync_mu;     // serializes SyncSchema; guards schema_unsynced
   bool schema_unsynced = false;  // schema.json renamed into place, not yet fsynced
-  std::vector<std::unique_ptr<Segment>> segments;  // RowLocation.segment indexes this
+  std::vector<std::unique_ptr<Segment>> segments;  // RowLocation.segment indexes this; null: pending
+  // Parallel to `segments`: the unpublished batch whose rows a null slot
+  // holds, else null (see the invariants above).
+  std::vector<const PendingBatch*> pending_batch_in_slot;
   size_t mapped_count = 0;   // segments with mapped() true
   // Bytes per row of the last batch moved: a lookup's dense leaves (when it
   // found rows) or a put's first row (a hint, see kPipelineMinRowBytes;
@@ -199,33 +200,15 @@ struct Store::Impl {
   // written and waiting for the batches before it to be published.
   struct SealedBatch {
     std::shared_ptr<PendingBatch> batch;
-    uint32_t serial = 0;               // see `pending`
+    uint32_t slot = 0;                 // reserved in `segments`, see the invariants
     std::optional<uint64_t> number;    // its segment number, fixed at the first claim
     bool claimed = false;              // a writer is writing it now
     std::unique_ptr<Segment> written;  // written, not yet published
-    // HashKey of each row's key, computed by its writer outside mu, so that
-    // publishing (under mu, exclusively) does not hash every key twice.
-    LargeVector<uint64_t> key_hashes;
   };
   // Elements are only popped once written, so a claimed element's address
   // stays valid while its writer runs with mu released.
   std::deque<SealedBatch> sealed;
-  // Pending rows by key (see the invariants above). Its KeyAt reads keys
-  // from the pending batches, so it stores no key and allocates nothing per
-  // row.
-  KeyIndex pending;
-  static constexpr uint32_t kSerialMask = 0x7FFFFFFFu;  // never KeyIndex's empty marker
-  uint32_t active_serial = 0;  // serial of `active`
-  uint32_t next_serial = 0;    // serial of the next active batch
-  const KeyIndex::KeyAt pending_key_at = [this](RowLocation loc) {
-    return PendingBatchOf(loc.segment).KeyOf(loc.row);
-  };
-
-  // The pending batch (active or sealed) with `serial`. mu held.
-  const PendingBatch& PendingBatchOf(uint32_t serial) const {
-    if (active && serial == active_serial) return *active;
-    return *sealed[(serial - sealed.front().serial) & kSerialMask].batch;
-  }
+  uint32_t active_slot = 0;  // slot reserved by `active` (when there is one)
   int64_t trusted_dir_mtime = -1;  // segments dir mtime known to be fully scanned
 
   // Writer state (guarded by mu).
@@ -272,6 +255,7 @@ struct Store::Impl {
   // segment is mapped on demand; otherwise NeedsMapping is thrown.
   KeyIndex::KeyAt KeyAtFn(bool exclusive) {
     return [this, exclusive](RowLocation loc) {
+      if (const PendingBatch* batch = pending_batch_in_slot[loc.segment]) return batch->KeyOf(loc.row);
       if (!segments[loc.segment]->mapped()) {
         if (!exclusive) throw NeedsMapping{};
         MapSegment(loc.segment);
@@ -296,29 +280,38 @@ struct Store::Impl {
     size_t cap = std::max<size_t>(1, options.max_mapped_segments);
     size_t budget = 2 * segments.size() + 1;  // two sweeps clear every reference bit
     while (mapped_count > cap && budget-- > 0) {
-      Segment& segment = *segments[clock_hand];
+      Segment* segment = segments[clock_hand].get();
       clock_hand = (clock_hand + 1) % segments.size();
-      if (!segment.mapped() || segment.TakeReferenced()) continue;
-      segment.Unmap();
+      if (segment == nullptr || !segment->mapped() || segment->TakeReferenced()) continue;
+      segment->Unmap();
       --mapped_count;
     }
   }
 
   // ---- segments ------------------------------------------------------------
 
-  // Adds a loaded (mapped) segment: its rows enter the index, newest last.
-  // `key_hashes`: HashKey of every row's key in row order, if known (a
-  // segment this store wrote), else empty. `source`: the pending batch it was
-  // written from, if any (see IndexRows). mu held exclusively.
-  void AddSegment(std::unique_ptr<Segment> owned, std::span<const uint64_t> key_hashes = {},
-                  const PendingBatch* source = nullptr) {
-    uint32_t slot = static_cast<uint32_t>(segments.size());
+  // Adds a loaded (mapped) segment of another writer, or of an earlier
+  // session: its rows enter the index, newest last. mu held exclusively.
+  void AddSegment(std::unique_ptr<Segment> owned) {
+    const uint32_t slot = NewSlot();
     Segment* segment = owned.get();
-    segments.push_back(std::move(owned));
+    segments[slot] = std::move(owned);
     ++mapped_count;
     seen_segment_numbers.insert(segment->number());
     index.Reserve(index.size() + static_cast<size_t>(segment->num_rows()), &next_index_table);
-    IndexRows(slot, key_hashes, source);
+    IndexRows(slot);
+  }
+
+  // Appends an empty slot to `segments` (and `pending_batch_in_slot`); returns
+  // its number. mu held exclusively.
+  uint32_t NewSlot() {
+    if (segments.size() >= kNoSegment) {
+      throw IOError("the cache holds too many segments for one process (" + std::to_string(segments.size()) +
+                    "); compact it or open it again");
+    }
+    segments.emplace_back();
+    pending_batch_in_slot.push_back(nullptr);
+    return static_cast<uint32_t>(segments.size() - 1);
   }
 
   // Points the index at every complete row of the mapped segment in `slot`
@@ -329,45 +322,40 @@ struct Store::Impl {
   // and the home slot of row i + D is prefetched while row i is inserted:
   // opening a cache of 10M entries and publishing a segment into it are bound
   // by memory latency, and this overlaps the misses.
-  //
-  // `source`: the pending batch the segment was written from (same rows, in
-  // order), or null. Its rows are complete and its keys are in memory, so the
-  // publish that indexes them does not read the new file's mapping (first
-  // touches of its pages: page faults, with every lookup and put waiting).
-  void IndexRows(uint32_t slot, std::span<const uint64_t> key_hashes = {}, const PendingBatch* source = nullptr) {
+  void IndexRows(uint32_t slot) {
     KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
     constexpr int64_t kDistance = 16;
-    const int64_t rows = segments[slot]->num_rows();
-    if (source != nullptr && source->num_rows() != rows) source = nullptr;
-    const bool hashed = key_hashes.size() == static_cast<size_t>(rows);
     int64_t row = 0;
-    std::vector<uint64_t> computed;
+    std::vector<uint64_t> hashes;
     for (const BatchView& batch : segments[slot]->batches()) {
       const int64_t n = batch.num_rows;
-      std::span<const uint64_t> hashes;
-      if (hashed) {
-        hashes = key_hashes.subspan(static_cast<size_t>(row), static_cast<size_t>(n));
-      } else {
-        computed.resize(static_cast<size_t>(n));
-        for (int64_t local = 0; local < n; ++local) computed[local] = HashKey(KeyAt(batch, local));
-        hashes = computed;
-      }
+      hashes.resize(static_cast<size_t>(n));
+      for (int64_t local = 0; local < n; ++local) hashes[local] = HashKey(KeyAt(batch, local));
       for (int64_t local = 0; local < std::min(n, kDistance); ++local) index.PrefetchHome(hashes[local]);
       for (int64_t local = 0; local < n; ++local, ++row) {
         if (local + kDistance < n) index.PrefetchHome(hashes[local + kDistance]);
-        if (source != nullptr) {
-          index.Upsert(hashes[local], source->KeyOf(row), RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
-          continue;
-        }
         if (!RowIsComplete(batch, local)) continue;
         index.Upsert(hashes[local], KeyAt(batch, local), RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
       }
     }
   }
 
+  // Points the index at every row of the unpublished batch in `slot` (later
+  // rows replace earlier copies of a key). mu held exclusively.
+  void IndexPendingRows(uint32_t slot) {
+    const PendingBatch& batch = *pending_batch_in_slot[slot];
+    KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
+    index.Reserve(index.size() + static_cast<size_t>(batch.num_rows()));
+    for (int64_t row = 0; row < batch.num_rows(); ++row) {
+      const std::string_view key = batch.KeyOf(row);
+      index.Upsert(HashKey(key), key, RowLocation{slot, static_cast<uint32_t>(row)}, key_at);
+    }
+  }
+
   // After a segment was found damaged, rebuilds the index without the
-  // damaged segments, so that keys with an intact older copy elsewhere are
-  // served from it. Rare (damage), O(entries). mu held exclusively.
+  // damaged segments (unpublished rows included, in slot order), so that keys
+  // with an intact older copy elsewhere are served from it. Rare (damage),
+  // O(entries). mu held exclusively.
   void ReindexWithoutDamaged() {
     uint64_t generation = damage_generation.load();
     if (generation == reindexed_generation.load()) return;
@@ -378,6 +366,10 @@ struct Store::Impl {
     }
     index = KeyIndex();
     for (uint32_t slot = 0; slot < segments.size(); ++slot) {
+      if (segments[slot] == nullptr) {  // not yet published
+        if (pending_batch_in_slot[slot] != nullptr) IndexPendingRows(slot);
+        continue;
+      }
       if (damaged.count(segments[slot]->number())) continue;
       MapSegment(slot);
       IndexRows(slot);
@@ -397,7 +389,10 @@ struct Store::Impl {
     std::vector<uint64_t> numbers;
     for (const std::string& name : ListDirectory(segments_dir)) {
       uint64_t number;
-      if (ParseSegmentFileName(name, &number) && !seen_segment_numbers.count(number)) {
+      // This store's own segment, renamed into place but not yet published,
+      // is left to Publish: its slot and index entries exist already.
+      if (ParseSegmentFileName(name, &number) && !seen_segment_numbers.count(number) &&
+          !IsOwnUnpublished(number)) {
         numbers.push_back(number);
       }
     }
@@ -526,7 +521,7 @@ struct Store::Impl {
     active->UpdateView();
     SealedBatch& entry = sealed.emplace_back();
     entry.batch = std::move(active);
-    entry.serial = active_serial;
+    entry.slot = active_slot;
     active.reset();
     ++sealed_total;
   }
@@ -563,31 +558,40 @@ struct Store::Impl {
     }
     SyncDirectory(segments_dir);
     auto segment = Segment::Open(path, number, *schema);
+    // Publishing relies on this: the index already points at the rows by
+    // their number in the batch (see the invariants).
+    if (segment->num_rows() != batch.num_rows()) {
+      throw IOError("segment " + path + " reads back " + std::to_string(segment->num_rows()) + " rows, but " +
+                    std::to_string(batch.num_rows()) + " were written");
+    }
     segment->MarkVerified();  // written and checksummed by this process
     rows_written += static_cast<uint64_t>(batch.num_rows());
     bytes_written += bytes;
     return segment;
   }
 
-  // Makes the written batch at the front of `sealed` visible through the
-  // index and drops its `pending` entries; the caller then pops it (not
-  // before: pending keys are read through it). Caller holds mu exclusively.
+  // Serves the rows of the written batch at the front of `sealed` from its
+  // segment file instead of its buffers: the index entries stay, only the
+  // slot changes hands (see the invariants). The caller then pops it.
+  // Caller holds mu exclusively.
   void Publish(SealedBatch& front) {
-    AddSegment(std::move(front.written), front.key_hashes, front.batch.get());
+    const uint32_t slot = front.slot;
+    seen_segment_numbers.insert(front.written->number());
+    segments[slot] = std::move(front.written);
+    pending_batch_in_slot[slot] = nullptr;
+    ++mapped_count;
     EvictToCap();
-    const PendingBatch& batch = *front.batch;
-    const int64_t n = batch.num_rows();
-    const bool hashed = front.key_hashes.size() == static_cast<size_t>(n);
-    constexpr int64_t kDistance = 16;  // as in IndexRows: overlap the slot misses
-    // Each row's pending entry, unless a later put moved its key on (the
-    // entry then points elsewhere and stays).
-    for (int64_t row = 0; row < n; ++row) {
-      if (hashed && row + kDistance < n) pending.PrefetchHome(front.key_hashes[row + kDistance]);
-      const uint64_t hash = hashed ? front.key_hashes[row] : HashKey(batch.KeyOf(row));
-      pending.EraseLocation(hash, RowLocation{front.serial, static_cast<uint32_t>(row)});
-    }
     ++published_total;
     cv.notify_all();
+  }
+
+  // Whether segment `number` is one this store is writing or has written and
+  // not yet published (a scan must leave it to Publish). mu held.
+  bool IsOwnUnpublished(uint64_t number) const {
+    for (const SealedBatch& entry : sealed) {
+      if (entry.number == number) return true;
+    }
+    return false;
   }
 
   // The oldest sealed batch that is neither claimed nor written, or null. mu held.
@@ -630,11 +634,8 @@ struct Store::Impl {
     lock.unlock();
     std::unique_ptr<Segment> segment;
     std::exception_ptr error;
-    LargeVector<uint64_t> key_hashes;
     try {
       segment = WriteBatch(*batch, number);
-      key_hashes.resize(static_cast<size_t>(batch->num_rows()));
-      for (int64_t row = 0; row < batch->num_rows(); ++row) key_hashes[row] = HashKey(batch->KeyOf(row));
     } catch (...) {
       error = std::current_exception();
     }
@@ -643,14 +644,13 @@ struct Store::Impl {
     entry->claimed = false;
     if (error) return error;
     entry->written = std::move(segment);
-    entry->key_hashes = std::move(key_hashes);
     while (!sealed.empty() && sealed.front().written) {
       Publish(sealed.front());
       std::shared_ptr<PendingBatch> batch = std::move(sealed.front().batch);
       sealed.pop_front();
-      // Nothing refers to a published batch any more (its pending entries are
-      // gone and lookups hold mu): keep its buffers for the next active batch,
-      // whose pages are then already faulted in.
+      // Nothing refers to a published batch any more (its slot is the
+      // segment's now and lookups hold mu): keep its buffers for the next
+      // active batch, whose pages are then already faulted in.
       if (batch.use_count() == 1 && batch->bytes() <= kMaxSpareBatchBytes && spares.size() < kMaxSpareBatches) {
         batch->Clear();
         spares.push_back(std::move(batch));
@@ -749,15 +749,15 @@ struct Store::Impl {
     if (batch && spares.empty() && active) spares.push_back(std::move(batch));
   }
 
-  // Background writer, mu held exclusively through `lock`: if publishing
-  // the rows now pending (and one more batch) will grow the index, makes the
-  // larger table now, with mu released. Growing a large index is mostly the
-  // kernel zeroing the new table's pages (a 3.4M-entry index: ~200 ms, all
-  // lookups and puts waiting); with the table made ahead, the publish that
-  // grows it only moves the entries.
+  // Background writer, mu held exclusively through `lock`: if the puts of
+  // the next batch (flush_every rows) will grow the index, makes the larger
+  // table now, with mu released. Growing a large index is mostly the kernel
+  // zeroing the new table's pages (a 3.4M-entry index: ~200 ms, all lookups
+  // and puts waiting); with the table made ahead, the put that grows it only
+  // moves the entries.
   void PrepareIndexGrowth(std::unique_lock<std::shared_mutex>& lock) {
     if (next_index_table.capacity() <= index.capacity()) next_index_table = {};  // outgrown
-    const size_t capacity = index.GrowthFor(index.size() + pending.size() + options.flush_every);
+    const size_t capacity = index.GrowthFor(index.size() + options.flush_every);
     if (capacity == 0 || next_index_table.capacity() == capacity) return;
     lock.unlock();
     KeyIndex::PreparedTable table;
@@ -803,21 +803,19 @@ struct Store::Impl {
   }
 
   // Whether Find uses the key's hash (an empty store does not need it).
-  bool NeedsHash() const { return index.size() > 0 || pending.size() > 0; }
+  bool NeedsHash() const { return index.size() > 0; }
 
   // Find with the key's hash computed (only used if NeedsHash()).
   Found Find(std::string_view key, uint64_t hash, std::vector<HotCache::Row>* hot_rows,
              const KeyIndex::KeyAt& key_at) {
     Found found;
-    if (pending.size() > 0) {
-      if (auto loc = pending.Find(hash, key, pending_key_at)) {
-        found.batch = &PendingBatchOf(loc->segment).view();
-        found.row = loc->row;
-        return found;
-      }
-    }
     if (index.size() > 0) {
       if (auto loc = index.Find(hash, key, key_at)) {
+        if (const PendingBatch* batch = pending_batch_in_slot[loc->segment]) {
+          found.batch = &batch->view();
+          found.row = loc->row;
+          return found;
+        }
         const Segment& segment = *segments[loc->segment];
         std::string problem;
         if (segment.VerifyOnce(*schema, &problem)) {
@@ -881,7 +879,7 @@ struct Store::Impl {
     std::vector<Found> found(n);
     std::vector<HotCache::Row> hot_rows;
     const KeyIndex::KeyAt key_at = KeyAtFn(exclusive);
-    if (index.size() + pending.size() < kPipelineMinEntries &&
+    if (index.size() < kPipelineMinEntries &&
         last_row_bytes.load(std::memory_order_relaxed) < kPipelineMinRowBytes) {  // all in cache
       for (size_t i = 0; i < n; ++i) {
         found[i] = Find(keys[i], NeedsHash() ? HashKey(keys[i]) : 0, &hot_rows, key_at);
@@ -901,14 +899,10 @@ struct Store::Impl {
         const Segment* segment = segments[loc.segment].get();
         return segment != nullptr && segment->mapped() ? segment : nullptr;
       };
-      // An empty table keeps its slots (the pending index between flushes):
-      // Find skips it, so its slots are not prefetched either.
-      const bool probe_index = index.size() > 0, probe_pending = pending.size() > 0;
       for (size_t i = 0; i < n + 3 * kDistance; ++i) {
         if (i < n) {
           hashes[i] = HashKey(keys[i]);
-          if (probe_index) index.PrefetchHome(hashes[i]);
-          if (probe_pending) pending.PrefetchHome(hashes[i]);
+          index.PrefetchHome(hashes[i]);
         }
         if (i >= kDistance && i - kDistance < n) {
           const size_t j = i - kDistance;
@@ -1114,15 +1108,9 @@ struct Store::Impl {
     return rows;
   }
 
-  // mu held exclusively (keys may need their segments mapped).
-  size_t DistinctKeys() {
-    size_t count = index.size();
-    KeyIndex::KeyAt key_at = KeyAtFn(/*exclusive=*/true);
-    pending.ForEach([&](RowLocation loc) {
-      const std::string_view key = PendingBatchOf(loc.segment).KeyOf(loc.row);
-      if (!index.Find(HashKey(key), key, key_at)) ++count;
-    });
-    return count + hot.size();  // hot rows exist only in stores that do not persist
+  // Keys with a row, written or not. mu held.
+  size_t DistinctKeys() const {
+    return index.size() + hot.size();  // hot rows exist only in stores that do not persist
   }
 };
 
@@ -1236,18 +1224,15 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
   }
   s.ClaimWriter();
   if (n > 0) s.last_row_bytes.store(s.RowBytes(leaves, 0), std::memory_order_relaxed);
-  // The pending index can outgrow the caches (a writer behind on tiny rows
-  // lets the active batch grow to max_pending_bytes): hashes first, then the
-  // home slot of row i + kPutPrefetchDistance is prefetched while row i is
-  // inserted, as in IndexRows.
+  // The index can outgrow the caches: hashes first, then the home slot of row
+  // i + kPutPrefetchDistance is prefetched while row i is inserted, as in
+  // IndexRows.
   std::vector<uint64_t> hashes(n);
   for (size_t i = 0; i < n; ++i) hashes[i] = HashKey(keys[i]);
-  // The pending index is kept at load <= 0.4, half the KeyIndex maximum: the
-  // lookups of a first epoch miss in it, and a missing key's linear probe
-  // reads about 13 slots at load 0.8 but 2 at 0.4, within the prefetched ones.
-  s.pending.Reserve(Impl::kPendingLoadHeadroom * (s.pending.size() + n));
+  s.index.Reserve(s.index.size() + n, &s.next_index_table);
+  const KeyIndex::KeyAt key_at = s.KeyAtFn(/*exclusive=*/true);
   for (size_t i = 0; i < n; ++i) {
-    if (i + Impl::kPutPrefetchDistance < n) s.pending.PrefetchHome(hashes[i + Impl::kPutPrefetchDistance]);
+    if (i + Impl::kPutPrefetchDistance < n) s.index.PrefetchHome(hashes[i + Impl::kPutPrefetchDistance]);
     const size_t row_bytes = s.RowBytes(leaves, i);
     if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
     if (!s.active) {
@@ -1258,14 +1243,14 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
         s.active = std::move(s.spares.back());
         s.spares.pop_back();
       }
-      s.active_serial = s.next_serial;
-      s.next_serial = (s.next_serial + 1) & Impl::kSerialMask;
+      s.active_slot = s.NewSlot();
+      s.pending_batch_in_slot[s.active_slot] = s.active.get();
       // Size the buffers for a full batch of rows like this one.
       size_t rows = std::min(s.options.flush_every, s.options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
       s.active->Reserve(rows, keys[i].size(), leaves, i);
     }
     const int64_t row = s.active->Append(keys[i], leaves, i);
-    s.pending.Upsert(hashes[i], keys[i], RowLocation{s.active_serial, static_cast<uint32_t>(row)}, s.pending_key_at);
+    s.index.Upsert(hashes[i], keys[i], RowLocation{s.active_slot, static_cast<uint32_t>(row)}, key_at);
     // Full: seal. Due (flush_every rows) while a sealed batch still waits
     // for a writer (async): keep filling, see ActiveDue.
     if (s.active->bytes() >= s.options.max_pending_bytes ||
@@ -1274,6 +1259,7 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     }
   }
   StreamFence();  // the rows' streamed stores, before the lock release publishes them
+  s.EvictToCap();  // verifying a key against an older row may have mapped its segment
   if (s.options.async_write && s.active && s.spares.empty() && !s.spare_wanted && !s.spare_in_making &&
       (static_cast<size_t>(s.active->num_rows()) * 2 >= s.options.flush_every ||
        s.active->bytes() * 2 >= s.options.max_pending_bytes)) {
@@ -1369,7 +1355,8 @@ Stats Store::GetStats() const {
   Stats stats;
   stats.entries = s.DistinctKeys();
   s.EvictToCap();
-  stats.segments = s.segments.size();
+  stats.segments = static_cast<size_t>(
+      std::count_if(s.segments.begin(), s.segments.end(), [](const auto& segment) { return segment != nullptr; }));
   stats.pending_rows = s.PendingRows();
   stats.hot_cache_rows = s.hot.size();
   stats.hits = s.hits.load();

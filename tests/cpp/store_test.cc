@@ -692,5 +692,33 @@ TEST(StoreTest, AnIntactOlderCopyIsServedWhenTheNewestCopyIsDamaged) {
   EXPECT_NE(warnings[0].find("segment_1.arrow"), std::string::npos) << warnings[0];
 }
 
+TEST(StoreTest, UnwrittenRowsStayVisibleWhenADamagedSegmentIsDroppedFromTheIndex) {
+  // Dropping a damaged segment rebuilds the index; rows put but not yet
+  // written must be indexed again too, or they would be lost until written.
+  TempDir tmp;
+  FloatRows rows(0, 8, 16);
+  {
+    auto store = OpenFloat(tmp.path());
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();  // segment_0
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();  // segment_1: the same rows again, newest
+  }
+  float needle = 3005.0f;
+  ASSERT_TRUE(FlipBitIn(tmp.path() + "/features_v1/segments/segment_1.arrow",
+                        std::string_view(reinterpret_cast<const char*>(&needle), 4), 0));
+
+  auto store = OpenFloat(tmp.path(), Options{.flush_every = 1000});  // new rows stay pending
+  FloatRows fresh(8, 8, 16);
+  store->Put(fresh.views, std::span(&fresh.leaf, 1));
+  GetResult old_rows = store->GetBatch(rows.views);  // finds the damage, reindexes
+  for (int i = 0; i < 8; ++i) ExpectRow(old_rows, i, i, 16);
+  ASSERT_EQ(store->TakeWarnings().size(), 1u);
+  GetResult new_rows = store->GetBatch(fresh.views);
+  for (int i = 0; i < 8; ++i) ExpectRow(new_rows, i, 8 + i, 16);
+  EXPECT_EQ(store->GetStats().pending_rows, 8u);
+  EXPECT_EQ(store->size(), 16u);
+}
+
 }  // namespace
 }  // namespace torchcachex

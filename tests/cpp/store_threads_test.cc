@@ -207,5 +207,35 @@ TEST(StoreThreadsTest, CloseWhileOtherThreadsUseTheStore) {
   for (int i = 0; i < 64; ++i) EXPECT_TRUE(result.found[i]);
 }
 
+TEST(StoreThreadsTest, RefreshWhileWritingLoadsNoOwnSegmentTwice) {
+  // A refresh may list a segment the store has just renamed into place and
+  // not yet published; it must leave that segment to the writer, or the file
+  // would be mapped and counted twice.
+  TempDir tmp;
+  auto store = Store::Open(tmp.path(), "features_v1", Options{.flush_every = 8});
+  store->EnsureSchema(FloatSchema());
+  constexpr int kBatches = 64;
+  std::atomic<bool> done{false};
+  std::thread refresher([&] {
+    while (!done.load()) store->Refresh();
+  });
+  for (int b = 0; b < kBatches; ++b) {
+    Rows rows(0, b * 8, 8);
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+  }
+  store->Flush();
+  done.store(true);
+  refresher.join();
+  size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(tmp.path() + "/features_v1/segments")) {
+    if (entry.path().extension() == ".arrow") ++files;
+  }
+  const Stats stats = store->GetStats();
+  EXPECT_EQ(stats.segments, files);
+  EXPECT_EQ(stats.entries, static_cast<size_t>(kBatches * 8));
+  std::mt19937 rng(5);
+  EXPECT_EQ(CheckRandomKeys(*store, rng, 1, kBatches * 8), 0);
+}
+
 }  // namespace
 }  // namespace torchcachex
