@@ -255,12 +255,13 @@ struct Store::Impl {
   // segment is mapped on demand; otherwise NeedsMapping is thrown.
   KeyIndex::KeyAt KeyAtFn(bool exclusive) {
     return [this, exclusive](RowLocation loc) {
-      if (const PendingBatch* batch = pending_batch_in_slot[loc.segment]) return batch->KeyOf(loc.row);
-      if (!segments[loc.segment]->mapped()) {
+      Segment* segment = segments[loc.segment].get();
+      if (segment == nullptr) return pending_batch_in_slot[loc.segment]->KeyOf(loc.row);  // not yet published
+      if (!segment->mapped()) {
         if (!exclusive) throw NeedsMapping{};
         MapSegment(loc.segment);
       }
-      return segments[loc.segment]->KeyOfRow(loc.row);
+      return segment->KeyOfRow(loc.row);
     };
   }
 
@@ -749,15 +750,17 @@ struct Store::Impl {
     if (batch && spares.empty() && active) spares.push_back(std::move(batch));
   }
 
-  // Background writer, mu held exclusively through `lock`: if the puts of
-  // the next batch (flush_every rows) will grow the index, makes the larger
-  // table now, with mu released. Growing a large index is mostly the kernel
+  // Background writer, mu held exclusively through `lock`: if the puts made
+  // before its next turn will grow the index, makes the larger table now,
+  // with mu released. Those puts are estimated as a batch (flush_every rows)
+  // plus as many rows as are pending now: with tiny rows, the caller puts
+  // tens of thousands of rows while one segment is written. Growing a large index is mostly the kernel
   // zeroing the new table's pages (a 3.4M-entry index: ~200 ms, all lookups
   // and puts waiting); with the table made ahead, the put that grows it only
   // moves the entries.
   void PrepareIndexGrowth(std::unique_lock<std::shared_mutex>& lock) {
     if (next_index_table.capacity() <= index.capacity()) next_index_table = {};  // outgrown
-    const size_t capacity = index.GrowthFor(index.size() + options.flush_every);
+    const size_t capacity = index.GrowthFor(index.size() + PendingRows() + options.flush_every);
     if (capacity == 0 || next_index_table.capacity() == capacity) return;
     lock.unlock();
     KeyIndex::PreparedTable table;
@@ -811,8 +814,8 @@ struct Store::Impl {
     Found found;
     if (index.size() > 0) {
       if (auto loc = index.Find(hash, key, key_at)) {
-        if (const PendingBatch* batch = pending_batch_in_slot[loc->segment]) {
-          found.batch = &batch->view();
+        if (segments[loc->segment] == nullptr) {  // not yet published
+          found.batch = &pending_batch_in_slot[loc->segment]->view();
           found.row = loc->row;
           return found;
         }
