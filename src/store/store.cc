@@ -196,6 +196,9 @@ struct Store::Impl {
   // The index's next table, made ahead by the background writer
   // (PrepareIndexGrowth); used by the growth it was made for. Guarded by mu.
   KeyIndex::PreparedTable next_index_table;
+  // A put found that the index will grow before the writer's next turn (see
+  // NextIndexCapacity) and no table is made for it. Guarded by mu.
+  bool index_growth_wanted = false;
   // A sealed batch: waiting to be written, being written (claimed), or
   // written and waiting for the batches before it to be published.
   struct SealedBatch {
@@ -689,7 +692,8 @@ struct Store::Impl {
     while (true) {
       cv.wait(lock, [&] {
         return stop_writer || !retired.empty() ||
-               (!writer_paused && (spare_wanted || populate_active_wanted || NextUnclaimed() != nullptr || ActiveDue()));
+               (!writer_paused && (spare_wanted || populate_active_wanted || index_growth_wanted ||
+                                   NextUnclaimed() != nullptr || ActiveDue()));
       });
       if (!retired.empty()) {
         std::vector<std::shared_ptr<PendingBatch>> batches = std::move(retired);
@@ -705,6 +709,10 @@ struct Store::Impl {
       }
       if (spare_wanted && !stop_writer) {
         PrepareSpare(lock);
+        continue;
+      }
+      if (index_growth_wanted && !stop_writer) {
+        PrepareIndexGrowth(lock);
         continue;
       }
       SealedBatch* entry = writer_paused ? nullptr : NextWritable();
@@ -750,17 +758,35 @@ struct Store::Impl {
     if (batch && spares.empty() && active) spares.push_back(std::move(batch));
   }
 
-  // Background writer, mu held exclusively through `lock`: if the puts made
-  // before its next turn will grow the index, makes the larger table now,
-  // with mu released. Those puts are estimated as a batch (flush_every rows)
-  // plus as many rows as are pending now: with tiny rows, the caller puts
-  // tens of thousands of rows while one segment is written. Growing a large index is mostly the kernel
-  // zeroing the new table's pages (a 3.4M-entry index: ~200 ms, all lookups
-  // and puts waiting); with the table made ahead, the put that grows it only
-  // moves the entries.
-  void PrepareIndexGrowth(std::unique_lock<std::shared_mutex>& lock) {
-    if (next_index_table.capacity() <= index.capacity()) next_index_table = {};  // outgrown
+  // The capacity of the table the index will next grow into, if that
+  // happens before the background writer's next turn; else 0. The puts made
+  // meanwhile are estimated as a batch (flush_every rows) plus as many rows
+  // as are pending now: with tiny rows, the caller puts tens of thousands of
+  // rows while one segment is written. A put grows the index by one doubling
+  // (a growth only takes a prepared table of exactly its capacity), and an
+  // empty index's first table is small. mu held.
+  size_t NextIndexCapacity() const {
+    if (index.capacity() == 0) return 0;
     const size_t capacity = index.GrowthFor(index.size() + PendingRows() + options.flush_every);
+    return std::min(capacity, 2 * index.capacity());
+  }
+
+  // Whether NextIndexCapacity() asks for a table that is not made yet. mu held.
+  bool IndexGrowthUnprepared() const {
+    const size_t capacity = NextIndexCapacity();
+    return capacity != 0 && next_index_table.capacity() != capacity;
+  }
+
+  // Background writer, mu held exclusively through `lock`: makes the table of
+  // NextIndexCapacity() now, with mu released (after each segment it writes,
+  // and when a put asks, see index_growth_wanted). Growing a large index is
+  // mostly the kernel zeroing the new table's pages (a 3.4M-entry index:
+  // ~200 ms, all lookups and puts waiting); with the table made ahead, the
+  // put that grows it only moves the entries.
+  void PrepareIndexGrowth(std::unique_lock<std::shared_mutex>& lock) {
+    index_growth_wanted = false;
+    if (next_index_table.capacity() <= index.capacity()) next_index_table = {};  // outgrown
+    const size_t capacity = NextIndexCapacity();
     if (capacity == 0 || next_index_table.capacity() == capacity) return;
     lock.unlock();
     KeyIndex::PreparedTable table;
@@ -1267,6 +1293,10 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
       (static_cast<size_t>(s.active->num_rows()) * 2 >= s.options.flush_every ||
        s.active->bytes() * 2 >= s.options.max_pending_bytes)) {
     s.spare_wanted = true;  // see PrepareSpare
+    s.cv.notify_all();
+  }
+  if (s.options.async_write && !s.index_growth_wanted && s.IndexGrowthUnprepared()) {
+    s.index_growth_wanted = true;  // see PrepareIndexGrowth
     s.cv.notify_all();
   }
   if (s.populate_active_wanted) s.cv.notify_all();  // see PopulateActive
