@@ -113,7 +113,11 @@ class Store {
   bool Contains(std::string_view key);
 
   // Adds rows. `leaves` follow the schema's leaf order (EnsureSchema first).
-  // Within one call a repeated key keeps its last row.
+  // Within one call a repeated key keeps its last row. Input that does not
+  // match the schema throws before anything is stored; an I/O error on a
+  // segment that was removed or damaged since it was opened (storing a key
+  // again reads its older row's key) throws part way, with the rows before
+  // it stored and readable.
   void Put(std::span<const std::string_view> keys, std::span<const LeafRows> leaves);
 
   // Returns once every row put before the call is durable on disk (segment

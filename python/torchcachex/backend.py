@@ -965,8 +965,8 @@ class ArrowIPCCacheBackend:
 
         Tensor leaves must be batched (``shape[0] == len(keys)``); a non-tensor
         leaf describes the whole batch and is stored for every sample. Everything
-        is validated and encoded before the cache is touched, so a failing put
-        leaves the cache as it was.
+        is validated and encoded before the cache is touched, so a put rejected
+        for its input leaves the cache as it was.
         """
         keys = normalize_keys(keys)
         batch = len(keys)

@@ -1081,6 +1081,41 @@ struct Store::Impl {
     return true;
   }
 
+  // Appends row i of `leaves` under keys[i] (whose HashKey is hashes[i]) to
+  // the active batch and points the index at it, for every i in order,
+  // sealing batches as they fill. Put's loop; mu held exclusively.
+  void AppendAndIndex(std::span<const std::string_view> keys, std::span<const LeafRows> leaves,
+                      std::span<const uint64_t> hashes, const KeyIndex::KeyAt& key_at) {
+    const size_t n = keys.size();
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kPutPrefetchDistance < n) index.PrefetchHome(hashes[i + kPutPrefetchDistance]);
+      const size_t row_bytes = RowBytes(leaves, i);
+      if (active && active->num_rows() > 0 && active->WouldOverflow(row_bytes)) SealActive();
+      if (!active) {
+        if (spares.empty()) {
+          active = std::make_shared<PendingBatch>(*schema);
+          populate_active_wanted = options.async_write;  // after the Reserve below
+        } else {
+          active = std::move(spares.back());
+          spares.pop_back();
+        }
+        active_slot = NewSlot();
+        pending_batch_in_slot[active_slot] = active.get();
+        // Size the buffers for a full batch of rows like this one.
+        size_t rows = std::min(options.flush_every, options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
+        active->Reserve(rows, keys[i].size(), leaves, i);
+      }
+      const int64_t row = active->Append(keys[i], leaves, i);
+      index.Upsert(hashes[i], keys[i], RowLocation{active_slot, static_cast<uint32_t>(row)}, key_at);
+      // Full: seal. Due (flush_every rows) while a sealed batch still waits
+      // for a writer (async): keep filling, see ActiveDue.
+      if (active->bytes() >= options.max_pending_bytes ||
+          (ActiveDue() && (!options.async_write || NextUnclaimed() == nullptr))) {
+        SealActive();
+      }
+    }
+  }
+
   // ---- validation of Put input ---------------------------------------------
 
   void ValidatePut(size_t n, std::span<const LeafRows> leaves) const {
@@ -1260,32 +1295,17 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
   for (size_t i = 0; i < n; ++i) hashes[i] = HashKey(keys[i]);
   s.index.Reserve(s.index.size() + n, &s.next_index_table);
   const KeyIndex::KeyAt key_at = s.KeyAtFn(/*exclusive=*/true);
-  for (size_t i = 0; i < n; ++i) {
-    if (i + Impl::kPutPrefetchDistance < n) s.index.PrefetchHome(hashes[i + Impl::kPutPrefetchDistance]);
-    const size_t row_bytes = s.RowBytes(leaves, i);
-    if (s.active && s.active->num_rows() > 0 && s.active->WouldOverflow(row_bytes)) s.SealActive();
-    if (!s.active) {
-      if (s.spares.empty()) {
-        s.active = std::make_shared<PendingBatch>(*s.schema);
-        s.populate_active_wanted = s.options.async_write;  // after the Reserve below
-      } else {
-        s.active = std::move(s.spares.back());
-        s.spares.pop_back();
-      }
-      s.active_slot = s.NewSlot();
-      s.pending_batch_in_slot[s.active_slot] = s.active.get();
-      // Size the buffers for a full batch of rows like this one.
-      size_t rows = std::min(s.options.flush_every, s.options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
-      s.active->Reserve(rows, keys[i].size(), leaves, i);
-    }
-    const int64_t row = s.active->Append(keys[i], leaves, i);
-    s.index.Upsert(hashes[i], keys[i], RowLocation{s.active_slot, static_cast<uint32_t>(row)}, key_at);
-    // Full: seal. Due (flush_every rows) while a sealed batch still waits
-    // for a writer (async): keep filling, see ActiveDue.
-    if (s.active->bytes() >= s.options.max_pending_bytes ||
-        (s.ActiveDue() && (!s.options.async_write || s.NextUnclaimed() == nullptr))) {
-      s.SealActive();
-    }
+  try {
+    s.AppendAndIndex(keys, leaves, hashes, key_at);
+  } catch (...) {
+    // An Upsert verifies a key against an older row of it, mapping that
+    // row's segment, which throws if the file was removed or damaged since
+    // it was opened. The rows appended before are indexed: make them
+    // readable before the lock is released, as below.
+    StreamFence();
+    if (s.active) s.active->UpdateView();
+    s.EvictToCap();
+    throw;
   }
   StreamFence();  // the rows' streamed stores, before the lock release publishes them
   s.EvictToCap();  // verifying a key against an older row may have mapped its segment

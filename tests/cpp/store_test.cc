@@ -720,5 +720,33 @@ TEST(StoreTest, UnwrittenRowsStayVisibleWhenADamagedSegmentIsDroppedFromTheIndex
   EXPECT_EQ(store->size(), 16u);
 }
 
+TEST(StoreTest, APutThatFailsPartWayLeavesItsEarlierRowsReadable) {
+  // Storing a key again verifies it against its older row, which maps that
+  // row's segment. If the file was removed since the store opened it, the
+  // put fails there; the rows it appended before must stay readable.
+  TempDir tmp;
+  FloatRows old_rows(0, 8, 4);
+  FloatRows other(100, 8, 4);
+  {
+    auto store = OpenFloat(tmp.path());
+    store->Put(old_rows.views, std::span(&old_rows.leaf, 1));
+    store->Flush();  // segment_0
+    store->Put(other.views, std::span(&other.leaf, 1));
+    store->Flush();  // segment_1
+  }
+  auto store = OpenFloat(tmp.path(), Options{.max_mapped_segments = 1});
+  ASSERT_TRUE(store->GetBatch(other.views).found[0]);  // segment_1 mapped, segment_0 not
+  fs::remove(tmp.path() + "/features_v1/segments/segment_0.arrow");
+
+  FloatRows mixed(200, 4, 4);  // sample_200, sample_201, then sample_3 (in segment_0), sample_203
+  mixed.keys[2] = "sample_3";
+  for (size_t i = 0; i < mixed.keys.size(); ++i) mixed.views[i] = mixed.keys[i];
+  EXPECT_THROW(store->Put(mixed.views, std::span(&mixed.leaf, 1)), Error);
+  std::vector<std::string_view> first_two(mixed.views.begin(), mixed.views.begin() + 2);
+  GetResult result = store->GetBatch(first_two);
+  ExpectRow(result, 0, 200, 4);
+  ExpectRow(result, 1, 201, 4);
+}
+
 }  // namespace
 }  // namespace torchcachex
