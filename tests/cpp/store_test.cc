@@ -670,19 +670,26 @@ TEST(StoreTest, ADamagedKeyIsDetectedWhenTheSegmentIsOpened) {
   EXPECT_EQ(store->size(), 0u);
 }
 
+// Writes `rows` (keys 0..7, 16 floats) twice: segment_0, then segment_1 with
+// the same rows, newest. Then flips a bit of one value (key 3, element 5) in
+// segment_1, so that its checksum fails when it is first served.
+void WriteTwiceAndDamageTheNewestCopy(const std::string& dir, const FloatRows& rows) {
+  {
+    auto store = OpenFloat(dir);
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+  }
+  float needle = 3005.0f;
+  ASSERT_TRUE(FlipBitIn(dir + "/features_v1/segments/segment_1.arrow",
+                        std::string_view(reinterpret_cast<const char*>(&needle), 4), 0));
+}
+
 TEST(StoreTest, AnIntactOlderCopyIsServedWhenTheNewestCopyIsDamaged) {
   TempDir tmp;
   FloatRows rows(0, 8, 16);
-  {
-    auto store = OpenFloat(tmp.path());
-    store->Put(rows.views, std::span(&rows.leaf, 1));
-    store->Flush();  // segment_0
-    store->Put(rows.views, std::span(&rows.leaf, 1));
-    store->Flush();  // segment_1: the same rows again, newest
-  }
-  std::string segment = tmp.path() + "/features_v1/segments/segment_1.arrow";
-  float needle = 3005.0f;
-  ASSERT_TRUE(FlipBitIn(segment, std::string_view(reinterpret_cast<const char*>(&needle), 4), 0));
+  WriteTwiceAndDamageTheNewestCopy(tmp.path(), rows);
 
   auto store = Store::Open(tmp.path(), "features_v1", {});
   GetResult result = store->GetBatch(rows.views);
@@ -697,16 +704,7 @@ TEST(StoreTest, UnwrittenRowsStayVisibleWhenADamagedSegmentIsDroppedFromTheIndex
   // written must be indexed again too, or they would be lost until written.
   TempDir tmp;
   FloatRows rows(0, 8, 16);
-  {
-    auto store = OpenFloat(tmp.path());
-    store->Put(rows.views, std::span(&rows.leaf, 1));
-    store->Flush();  // segment_0
-    store->Put(rows.views, std::span(&rows.leaf, 1));
-    store->Flush();  // segment_1: the same rows again, newest
-  }
-  float needle = 3005.0f;
-  ASSERT_TRUE(FlipBitIn(tmp.path() + "/features_v1/segments/segment_1.arrow",
-                        std::string_view(reinterpret_cast<const char*>(&needle), 4), 0));
+  WriteTwiceAndDamageTheNewestCopy(tmp.path(), rows);
 
   auto store = OpenFloat(tmp.path(), Options{.flush_every = 1000});  // new rows stay pending
   FloatRows fresh(8, 8, 16);
