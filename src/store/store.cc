@@ -1116,6 +1116,17 @@ struct Store::Impl {
     }
   }
 
+  // After AppendAndIndex, however it ended: fences the rows' streamed stores
+  // and points the active batch's view at its current buffers, so that the
+  // rows the index holds are readable once mu is released; then unmaps down
+  // to the cap (verifying a key against an older row may have mapped its
+  // segment). mu held exclusively.
+  void MakeAppendedRowsReadable() {
+    StreamFence();
+    if (active) active->UpdateView();
+    EvictToCap();
+  }
+
   // ---- validation of Put input ---------------------------------------------
 
   void ValidatePut(size_t n, std::span<const LeafRows> leaves) const {
@@ -1300,15 +1311,11 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
   } catch (...) {
     // An Upsert verifies a key against an older row of it, mapping that
     // row's segment, which throws if the file was removed or damaged since
-    // it was opened. The rows appended before are indexed: make them
-    // readable before the lock is released, as below.
-    StreamFence();
-    if (s.active) s.active->UpdateView();
-    s.EvictToCap();
+    // it was opened. The rows appended before are indexed already.
+    s.MakeAppendedRowsReadable();
     throw;
   }
-  StreamFence();  // the rows' streamed stores, before the lock release publishes them
-  s.EvictToCap();  // verifying a key against an older row may have mapped its segment
+  s.MakeAppendedRowsReadable();
   if (s.options.async_write && s.active && s.spares.empty() && !s.spare_wanted && !s.spare_in_making &&
       (static_cast<size_t>(s.active->num_rows()) * 2 >= s.options.flush_every ||
        s.active->bytes() * 2 >= s.options.max_pending_bytes)) {
@@ -1320,7 +1327,6 @@ void Store::Put(std::span<const std::string_view> keys, std::span<const LeafRows
     s.cv.notify_all();
   }
   if (s.populate_active_wanted) s.cv.notify_all();  // see PopulateActive
-  if (s.active) s.active->UpdateView();
   if (s.sealed.empty()) return;
   if (s.options.async_write) {
     s.ResumeWriter();
