@@ -75,6 +75,9 @@ struct Stats {
   uint64_t misses = 0;           // keys not found by GetBatch since open
   uint64_t rows_written = 0;     // rows made durable by this store
   uint64_t bytes_written = 0;    // segment bytes written by this store
+  uint64_t write_ns = 0;         // time spent writing them (encode, write, fsyncs, rename, read-back
+                                 // check), summed over the threads that wrote: bytes_written / write_ns
+                                 // is the segment writer's own bandwidth
   uint64_t skipped_segments = 0; // unreadable or damaged segments reported and skipped
   uint64_t mapped_segments = 0;  // segments currently memory-mapped
   int64_t writer_id = -1;        // this store's writer id, -1 if not writing

@@ -567,6 +567,7 @@ NB_MODULE(_core, m) {
             d["misses"] = st.misses;
             d["rows_written"] = st.rows_written;
             d["bytes_written"] = st.bytes_written;
+            d["write_seconds"] = static_cast<double>(st.write_ns) * 1e-9;
             d["skipped_segments"] = st.skipped_segments;
             d["writer_id"] = st.writer_id;
             d["index_bytes"] = st.index_bytes;

@@ -229,7 +229,7 @@ struct Store::Impl {
   mutable HotCache hot;  // internally synchronized
   std::atomic<int64_t> last_auto_refresh_ns{0};
   std::atomic<uint64_t> hits{0}, misses{0};
-  std::atomic<uint64_t> rows_written{0}, bytes_written{0};
+  std::atomic<uint64_t> rows_written{0}, bytes_written{0}, write_ns{0};
   uint64_t skipped_segments = 0;
   uint64_t damaged_segments = 0;  // guarded by warnings_mu
   // Bumped when a segment is first found damaged; the index excludes the
@@ -541,8 +541,10 @@ struct Store::Impl {
   }
 
   // Writes one sealed batch to a new segment file, durably. mu is not held;
-  // several writers may run at once, each on its own claimed batch.
+  // several writers may run at once, each on its own claimed batch. Its time,
+  // from start to read-back check, is added to write_ns.
   std::unique_ptr<Segment> WriteBatch(const PendingBatch& batch, uint64_t number) {
+    const auto start = std::chrono::steady_clock::now();
     SyncSchema();  // before any segment relies on it
     std::string path = SegmentPath(number);
     std::string tmp = path + ".tmp";
@@ -571,6 +573,8 @@ struct Store::Impl {
     segment->MarkVerified();  // written and checksummed by this process
     rows_written += static_cast<uint64_t>(batch.num_rows());
     bytes_written += bytes;
+    write_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
     return segment;
   }
 
@@ -1422,6 +1426,7 @@ Stats Store::GetStats() const {
   stats.misses = s.misses.load();
   stats.rows_written = s.rows_written.load();
   stats.bytes_written = s.bytes_written.load();
+  stats.write_ns = s.write_ns.load();
   {
     std::lock_guard warnings_lock(s.warnings_mu);
     stats.skipped_segments = s.skipped_segments + s.damaged_segments;

@@ -197,6 +197,21 @@ TEST(StoreTest, LaterWritesOfAKeyWinWhenSegmentsAreWrittenInParallel) {
   EXPECT_EQ(value_of_k(*reopened), last);
 }
 
+// The writer's time is counted beside its bytes, so that bytes_written /
+// write_ns is its bandwidth: nothing before a segment is written, some after.
+TEST(StoreTest, StatsCountTheTimeSpentWritingSegments) {
+  for (bool async_write : {true, false}) {
+    TempDir tmp;
+    auto store = OpenFloat(tmp.path(), Options{.async_write = async_write});
+    FloatRows rows(0, 10, 2);
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    EXPECT_EQ(store->GetStats().write_ns, 0u) << "async_write=" << async_write;
+    store->Flush();
+    EXPECT_GT(store->GetStats().write_ns, 0u) << "async_write=" << async_write;
+    EXPECT_GT(store->GetStats().bytes_written, 0u);
+  }
+}
+
 // Group commit: in async mode a batch that reaches flush_every rows while an
 // earlier sealed batch still waits for a writer keeps filling, so a writer
 // that falls behind writes one larger file instead of many small ones. One

@@ -321,10 +321,12 @@ def test_an_unreferenced_backend_is_collected_and_its_rows_persist(tmp_path):
 
 def test_flush_makes_rows_durable_and_stats_count_them(make_backend):
     backend = make_backend(flush_every=4, async_write=False)
+    assert backend.stats()["write_seconds"] == 0.0
     backend.put_batch_outputs(list(range(10)), torch.zeros(10, 3))
     backend.flush()
     stats = backend.stats()
     assert stats["entries"] == 10 and stats["pending_rows"] == 0 and stats["rows_written"] == 10
+    assert stats["write_seconds"] > 0.0  # three segments written, each with two fsyncs
     backend.lookup_batch([0, 99])
     stats = backend.stats()
     assert stats["hits"] >= 1 and stats["misses"] >= 1
