@@ -5,8 +5,8 @@
     python benchmarks/scale_probe.py --json out.json      # also write the figures as JSON
 
 Rows are 16 float32 (64 bytes of data) with integer ids, written with the
-default options (``flush_every=2048`` rows per segment) through the batched
-path the decorator uses. For every size the probe reports:
+default options (2048 rows per segment, and at least 1 MB with async writes)
+through the batched path the decorator uses. For every size the probe reports:
 
 * build: rows/s of ``put_batch_outputs`` + ``flush`` (one writer), bytes on disk;
 * open (in a fresh process): wall time of ``ArrowIPCCacheBackend(...)`` (reads

@@ -19,6 +19,12 @@ struct Options {
   // writer starts sooner and an epoch-end flush has less left to write),
   // memory stays bounded and int32 Arrow offsets valid.
   size_t max_pending_bytes = size_t{16} << 20;
+  // With async_write, a batch is due at flush_every rows only once it also
+  // holds this many bytes: segments of tiny rows are then not so small that
+  // their per-file costs (two fsyncs, a rename, a mapping) rule the writer.
+  // flush() and close() write smaller ones. 0: exactly flush_every rows.
+  // Synchronous stores ignore it.
+  size_t min_segment_bytes = size_t{1} << 20;
 
   // Write sealed segments on a background thread (true) or in the calling
   // thread (false). Either way `Flush()` makes everything durable.

@@ -699,10 +699,14 @@ class ArrowIPCCacheBackend:
         max_workers: how many sealed segments may wait for the writer before
             ``put`` blocks (backpressure). The engine has one writer thread per
             cache; this bounds the memory of its queue.
-        flush_every: rows per segment file. With ``async_write=True``, rows put
-            while the writer is still busy with an earlier segment join the
-            next one (up to 16 MB), so a writer that falls behind writes fewer,
-            larger files. ``flush()`` makes every row durable either way.
+        flush_every: rows per segment file. ``None`` (the default): 2048 rows,
+            and with ``async_write=True`` at least 1 MB, so that tiny rows (a few
+            floats) are written in files large enough that their fsyncs do not
+            rule the writer. An int: exactly that many rows per segment. With
+            ``async_write=True``, rows put while the writer is still busy with an
+            earlier segment join the next one (up to 16 MB), so a writer that
+            falls behind writes fewer, larger files. ``flush()`` makes every row
+            durable either way.
         writer_rank: which DDP rank writes to disk. An int (default ``0``, the
             single-writer pattern): only that rank persists; every other rank
             keeps its own results in its hot cache. ``"all"``: every rank
@@ -741,7 +745,7 @@ class ArrowIPCCacheBackend:
         lru_size: int = 4096,
         async_write: bool = True,
         max_workers: int = 2,
-        flush_every: int = 2048,
+        flush_every: Optional[int] = None,
         writer_rank: int = 0,
         current_rank: Optional[int] = None,
         allow_pickle: bool = False,
@@ -759,7 +763,10 @@ class ArrowIPCCacheBackend:
                             f"{allow_pickle!r}")
         self.module_id = _check_module_id(module_id)
         self.lru_size = _positive_int("lru_size", lru_size, 0)
-        self.flush_every = _positive_int("flush_every", flush_every, 1)
+        if flush_every is not None and (isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer))
+                                        or flush_every < 1):
+            raise ValueError(f"flush_every must be an int >= 1 or None (the default), got {flush_every!r}")
+        self.flush_every = None if flush_every is None else int(flush_every)
         self.max_workers = _positive_int("max_workers", max_workers, 1)
         self.async_write = bool(async_write)
         self.writer_rank = _check_writer_rank(writer_rank)
@@ -785,7 +792,8 @@ class ArrowIPCCacheBackend:
             self.cache_dir,
             self.module_id,
             hot_cache_rows=self.lru_size,
-            flush_every=self.flush_every,
+            # None: the engine's defaults (2048 rows, async segments of at least 1 MB).
+            **({} if self.flush_every is None else {"flush_every": self.flush_every, "min_segment_bytes": 0}),
             async_write=self.async_write,
             max_queued_segments=self.max_workers,
             persist=self.persist,

@@ -412,10 +412,12 @@ NB_MODULE(_core, m) {
       .def(
           "__init__",
           [](PyStore* self, const std::string& cache_dir, const std::string& module_id, size_t hot_cache_rows,
-             size_t flush_every, bool async_write, size_t max_queued_segments, bool persist) {
+             size_t flush_every, size_t min_segment_bytes, bool async_write, size_t max_queued_segments,
+             bool persist) {
             Options options;
             options.hot_cache_rows = hot_cache_rows;
             options.flush_every = flush_every;
+            options.min_segment_bytes = min_segment_bytes;
             options.async_write = async_write;
             options.max_queued_segments = max_queued_segments;
             options.persist = persist;
@@ -427,6 +429,7 @@ NB_MODULE(_core, m) {
             new (self) PyStore{std::move(store)};
           },
           "cache_dir"_a, "module_id"_a, nb::kw_only(), "hot_cache_rows"_a = 4096, "flush_every"_a = 2048,
+          "min_segment_bytes"_a = Options{}.min_segment_bytes,
           "async_write"_a = true, "max_queued_segments"_a = 2, "persist"_a = true,
           "Opens (creating if needed) the cache at cache_dir/module_id.")
       .def(

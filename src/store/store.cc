@@ -610,14 +610,25 @@ struct Store::Impl {
     return nullptr;
   }
 
-  // Whether the active batch holds `flush_every` rows. Put seals it then
+  // Whether the active batch holds `flush_every` rows (async: and
+  // min_segment_bytes). Put seals it then
   // only if no sealed batch is waiting for a writer; otherwise it keeps
   // growing (up to max_pending_bytes) and the next idle writer seals it
   // (group commit: a writer that falls behind writes fewer, larger files
   // instead of a queue of small ones, each paying a create, two fsyncs and a
   // rename). mu held.
   bool ActiveDue() const {
-    return active && static_cast<size_t>(active->num_rows()) >= options.flush_every;
+    return active && static_cast<size_t>(active->num_rows()) >= options.flush_every &&
+           (!options.async_write || active->bytes() >= options.min_segment_bytes);
+  }
+
+  // The rows of a batch due (ActiveDue) or full, of rows of `row_bytes`
+  // (RowBytes): what a new batch's buffers are sized for.
+  size_t RowsPerBatch(size_t row_bytes) const {
+    row_bytes = std::max<size_t>(1, row_bytes);
+    size_t due = options.flush_every;
+    if (options.async_write) due = std::max(due, options.min_segment_bytes / row_bytes + 1);
+    return std::min(due, options.max_pending_bytes / row_bytes + 1);
   }
 
   // The next batch for an idle writer: the oldest unclaimed sealed batch,
@@ -1105,9 +1116,7 @@ struct Store::Impl {
         }
         active_slot = NewSlot();
         pending_batch_in_slot[active_slot] = active.get();
-        // Size the buffers for a full batch of rows like this one.
-        size_t rows = std::min(options.flush_every, options.max_pending_bytes / std::max<size_t>(1, row_bytes) + 1);
-        active->Reserve(rows, keys[i].size(), leaves, i);
+        active->Reserve(RowsPerBatch(row_bytes), keys[i].size(), leaves, i);
       }
       const int64_t row = active->Append(keys[i], leaves, i);
       index.Upsert(hashes[i], keys[i], RowLocation{active_slot, static_cast<uint32_t>(row)}, key_at);

@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "store/segment.h"
 #include "test_support.h"
 #include "torchcachex/errors.h"
 
@@ -165,7 +166,7 @@ TEST(StoreTest, LookupsAfterWideRowsServeSegmentPendingRepeatedAndMissingKeys) {
 // batch is still waiting for a writer (group commit).
 TEST(StoreTest, LaterWritesOfAKeyWinWhenSegmentsAreWrittenInParallel) {
   TempDir tmp;
-  auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .max_queued_segments = 1});
+  auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .min_segment_bytes = 0, .max_queued_segments = 1});
   constexpr int kPuts = 320, kRowsPerPut = 1;
   std::vector<std::string_view> keys(kRowsPerPut, "k");
   std::vector<float> values(kRowsPerPut);
@@ -212,6 +213,38 @@ TEST(StoreTest, StatsCountTheTimeSpentWritingSegments) {
   }
 }
 
+// An async batch of tiny rows is due at flush_every rows only once it also
+// holds min_segment_bytes; a synchronous store writes exactly flush_every.
+// One Put holds the store's lock throughout, so the writer cannot claim the
+// first batch early: the split is deterministic.
+TEST(StoreTest, AsyncBatchesOfTinyRowsAreDueOnlyOnceTheyHoldMinSegmentBytes) {
+  struct Case {
+    bool async_write;
+    size_t min_segment_bytes;
+    int64_t first_segment_rows;  // -1: at least kFloor bytes' worth
+  };
+  constexpr size_t kFloor = 500;
+  for (Case c : {Case{true, kFloor, -1}, Case{true, 0, 4}, Case{false, kFloor, 4}}) {
+    TempDir tmp;
+    auto store = OpenFloat(tmp.path(), Options{.flush_every = 4, .min_segment_bytes = c.min_segment_bytes,
+                                               .async_write = c.async_write});
+    FloatRows rows(0, 100, 2);  // keys of 8-9 bytes, 8 value bytes
+    store->Put(rows.views, std::span(&rows.leaf, 1));
+    store->Flush();
+    auto first = Segment::Open(tmp.path() + "/features_v1/segments/segment_0.arrow", 0, FloatSchema());
+    if (c.first_segment_rows < 0) {
+      // A row counts its key (8-9 bytes), 8 value bytes and 8 shape bytes:
+      // sealed at the first row that brings the batch to kFloor.
+      EXPECT_GE(first->num_rows() * 25, static_cast<int64_t>(kFloor)) << "min_segment_bytes not held";
+      EXPECT_LT((first->num_rows() - 1) * 24, static_cast<int64_t>(kFloor)) << "sealed late";
+      EXPECT_EQ(store->GetStats().segments, 2u);
+    } else {
+      EXPECT_EQ(first->num_rows(), c.first_segment_rows) << "async_write=" << c.async_write;
+    }
+    EXPECT_EQ(store->GetStats().rows_written, 100u);
+  }
+}
+
 // Group commit: in async mode a batch that reaches flush_every rows while an
 // earlier sealed batch still waits for a writer keeps filling, so a writer
 // that falls behind writes one larger file instead of many small ones. One
@@ -221,7 +254,7 @@ TEST(StoreTest, StatsCountTheTimeSpentWritingSegments) {
 TEST(StoreTest, AsyncWriterThatFallsBehindWritesFewerLargerSegments) {
   for (bool async_write : {true, false}) {
     TempDir tmp;
-    auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .async_write = async_write});
+    auto store = OpenFloat(tmp.path(), Options{.flush_every = 1, .min_segment_bytes = 0, .async_write = async_write});
     FloatRows rows(0, 100, 2);
     store->Put(rows.views, std::span(&rows.leaf, 1));
     store->Flush();

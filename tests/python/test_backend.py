@@ -332,6 +332,22 @@ def test_flush_makes_rows_durable_and_stats_count_them(make_backend):
     assert stats["hits"] >= 1 and stats["misses"] >= 1
 
 
+@pytest.mark.parametrize("flush_every, async_write, segments", [
+    (None, True, 1),     # the default: async segments of tiny rows hold at least 1 MB
+    (2048, True, 2),     # an explicit flush_every: exactly that many rows per segment
+    (None, False, 2),    # synchronous: 2048 rows per segment
+])
+def test_segments_of_tiny_rows(make_backend, flush_every, async_write, segments):
+    backend = make_backend(flush_every=flush_every, async_write=async_write)
+    feats = torch.randn(3000, 16)  # about 280 KB of segment bytes
+    for start in range(0, 3000, 256):
+        backend.put_batch_outputs(torch.arange(start, min(start + 256, 3000)), feats[start:start + 256])
+    backend.flush()
+    stats = backend.stats()
+    assert stats["rows_written"] == 3000 and stats["segments"] == segments
+    assert torch.equal(backend.lookup_fast(torch.arange(3000)), feats)
+
+
 def test_repr_and_attributes(make_backend, tmp_path):
     backend = make_backend("resnet50_imagenet_v1")
     assert backend.module_id == "resnet50_imagenet_v1"
