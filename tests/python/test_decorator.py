@@ -118,6 +118,18 @@ def test_duplicate_ids_are_computed_once_and_served_to_every_position(make_backe
     assert torch.equal(out, module.reference(inputs_for(ids)))
 
 
+def test_a_first_batch_of_integer_ids_with_one_repeated_computes_it_once(make_backend):
+    # Nothing cached: the engine alone decides whether the ids are distinct, so that the
+    # module may run on the batch as called.
+    module = FrozenLinear()
+    cached = CacheModuleDecorator(module, make_backend())
+    ids = torch.randperm(300, generator=torch.Generator().manual_seed(0)) - 150  # 0 and negatives too
+    ids[200] = ids[17]
+    out = cached(inputs_for(ids.tolist()), cache_ids=ids)
+    assert sorted(module.seen) == sorted(set(ids.tolist()))
+    assert torch.equal(out, module.reference(inputs_for(ids.tolist())))
+
+
 def test_a_batch_with_nothing_cached_reaches_the_module_as_called(make_backend):
     received = []
 
