@@ -763,10 +763,7 @@ class ArrowIPCCacheBackend:
                             f"{allow_pickle!r}")
         self.module_id = _check_module_id(module_id)
         self.lru_size = _positive_int("lru_size", lru_size, 0)
-        if flush_every is not None and (isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer))
-                                        or flush_every < 1):
-            raise ValueError(f"flush_every must be an int >= 1 or None (the default), got {flush_every!r}")
-        self.flush_every = None if flush_every is None else int(flush_every)
+        self.flush_every = None if flush_every is None else _positive_int("flush_every", flush_every, 1)
         self.max_workers = _positive_int("max_workers", max_workers, 1)
         self.async_write = bool(async_write)
         self.writer_rank = _check_writer_rank(writer_rank)

@@ -610,20 +610,20 @@ struct Store::Impl {
     return nullptr;
   }
 
-  // Whether the active batch holds `flush_every` rows (async: and
-  // min_segment_bytes). Put seals it then
-  // only if no sealed batch is waiting for a writer; otherwise it keeps
-  // growing (up to max_pending_bytes) and the next idle writer seals it
-  // (group commit: a writer that falls behind writes fewer, larger files
-  // instead of a queue of small ones, each paying a create, two fsyncs and a
-  // rename). mu held.
+  // Whether the active batch holds `flush_every` rows (and, async, at least
+  // min_segment_bytes). Put seals it then only if no sealed batch is waiting
+  // for a writer; otherwise it keeps growing (up to max_pending_bytes) and
+  // the next idle writer seals it (group commit: a writer that falls behind
+  // writes fewer, larger files instead of a queue of small ones, each paying
+  // a create, two fsyncs and a rename). mu held.
   bool ActiveDue() const {
     return active && static_cast<size_t>(active->num_rows()) >= options.flush_every &&
            (!options.async_write || active->bytes() >= options.min_segment_bytes);
   }
 
-  // The rows of a batch due (ActiveDue) or full, of rows of `row_bytes`
-  // (RowBytes): what a new batch's buffers are sized for.
+  // How many rows of `row_bytes` (as RowBytes counts them) a batch holds
+  // once it is due (ActiveDue) or full: what a new batch's buffers are sized
+  // for, so that filling it does not reallocate them.
   size_t RowsPerBatch(size_t row_bytes) const {
     row_bytes = std::max<size_t>(1, row_bytes);
     size_t due = options.flush_every;
