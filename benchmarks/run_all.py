@@ -855,12 +855,11 @@ def target_rows(results: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]
             res = step(results, key)
             if res:
                 put = [b / t for b, t in zip(res["segment_bytes"], res["put_s"])]
+                seq = [b / t for b, t in zip(res["segment_bytes"], res["seq_write_s"])]
+                wr.append((res["shape"], med(ratio_stats(put, seq))))
                 writer = [b / t for b, t in zip(res["segment_bytes"], res.get("writer_s", [])) if t > 0]
                 if writer:
-                    seq = [b / t for b, t in zip(res["segment_bytes"], res["seq_write_s"])]
                     wr_writer.append((res["shape"], med(ratio_stats(writer, seq))))
-                wr.append((res["shape"], med(ratio_stats(put, [b / t for b, t in zip(res["segment_bytes"],
-                                                                                      res["seq_write_s"])]))))
                 early = [b / t for b, t in zip(res["segment_bytes"], res.get("seq_write_early_s", []))]
                 if early:
                     wr_early.append((res["shape"], med(ratio_stats(put, early))))
