@@ -80,11 +80,15 @@ void KeyIndex::Upsert(uint64_t hash, std::string_view key, RowLocation location,
     throw InvalidArgumentError("KeyIndex: segment id " + std::to_string(kEmpty) + " is reserved");
   }
   const uint32_t tag = TagOf(hash);
+  size_t empty = 0;  // the first empty slot of the probe, where an absent key goes
   if (!slots_.empty()) {
     const size_t mask = slots_.size() - 1;
     for (size_t i = HomeOf(tag, CapacityBits(slots_.size()));; i = (i + 1) & mask) {
       Slot& slot = slots_[i];
-      if (slot.segment == kEmpty) break;
+      if (slot.segment == kEmpty) {
+        empty = i;
+        break;
+      }
       if (slot.tag == tag && key_at(RowLocation{slot.segment, slot.row}) == key) {
         slot.segment = location.segment;
         slot.row = location.row;
@@ -92,12 +96,15 @@ void KeyIndex::Upsert(uint64_t hash, std::string_view key, RowLocation location,
       }
     }
   }
-  // `key` is absent: insert it, growing first if the load factor requires.
-  if (slots_.empty() || !Fits(size_ + 1, slots_.size())) Grow(std::max(kMinCapacity, slots_.size() * 2));
-  const size_t mask = slots_.size() - 1;
-  size_t i = HomeOf(tag, CapacityBits(slots_.size()));
-  while (slots_[i].segment != kEmpty) i = (i + 1) & mask;
-  slots_[i] = Slot{tag, location.segment, location.row};
+  // `key` is absent: insert it, growing first if the load factor requires
+  // (then probing the new table; else the probe above found the slot).
+  if (slots_.empty() || !Fits(size_ + 1, slots_.size())) {
+    Grow(std::max(kMinCapacity, slots_.size() * 2));
+    const size_t mask = slots_.size() - 1;
+    empty = HomeOf(tag, CapacityBits(slots_.size()));
+    while (slots_[empty].segment != kEmpty) empty = (empty + 1) & mask;
+  }
+  slots_[empty] = Slot{tag, location.segment, location.row};
   ++size_;
 }
 

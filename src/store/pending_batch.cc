@@ -43,6 +43,11 @@ PendingBatch::PendingBatch(const Schema& schema)
       fields_(format::SegmentFields(schema)),
       metadata_(format::SegmentMetadata(schema)),
       leaves_(schema.leaves.size()) {
+  for (size_t l = 0; l < leaves_.size(); ++l) {
+    if (schema.leaves[l].kind == LeafKind::kTensor) {
+      leaves_[l].storage_width = PrimitiveByteWidth(StorageType(schema.leaves[l].dtype));
+    }
+  }
   UpdateView();
 }
 
@@ -69,8 +74,7 @@ int64_t PendingBatch::Append(std::string_view key, std::span<const LeafRows> lea
     AppendStreamed(buffers.data_values, data, size);
     bytes_ += size;
     if (schema_.leaves[l].kind == LeafKind::kTensor) {
-      DType dtype = schema_.leaves[l].dtype;
-      size_t elements = size / ElementSize(dtype) * StorageElementsPerElement(dtype);
+      const size_t elements = size / buffers.storage_width;
       buffers.data_offsets.push_back(buffers.data_offsets.back() + static_cast<int32_t>(elements));
       const std::vector<int64_t>& shape = rows.is_dense ? rows.shape : rows.shapes[i];
       buffers.shape_values.insert(buffers.shape_values.end(), shape.begin(), shape.end());
@@ -101,11 +105,29 @@ void PendingBatch::Reserve(size_t rows, size_t key_bytes, std::span<const LeafRo
   }
 }
 
-std::vector<std::span<std::byte>> PendingBatch::UnfilledRowBuffers() {
+namespace {
+
+// The reserved bytes of `buffer` past its elements, as a byte span.
+template <typename Vector>
+void AddUnfilled(Vector& buffer, std::vector<std::span<std::byte>>* unfilled) {
+  using T = typename Vector::value_type;
+  if (buffer.capacity() > buffer.size()) {
+    unfilled->emplace_back(reinterpret_cast<std::byte*>(buffer.data() + buffer.size()),
+                           (buffer.capacity() - buffer.size()) * sizeof(T));
+  }
+}
+
+}  // namespace
+
+std::vector<std::span<std::byte>> PendingBatch::UnfilledBuffers() {
   std::vector<std::span<std::byte>> unfilled;
+  AddUnfilled(key_offsets_, &unfilled);
+  AddUnfilled(key_chars_, &unfilled);
   for (LeafBuffers& buffers : leaves_) {
-    auto& values = buffers.data_values;
-    if (values.capacity() > values.size()) unfilled.emplace_back(values.data() + values.size(), values.capacity() - values.size());
+    AddUnfilled(buffers.data_offsets, &unfilled);
+    AddUnfilled(buffers.data_values, &unfilled);
+    AddUnfilled(buffers.shape_offsets, &unfilled);
+    AddUnfilled(buffers.shape_values, &unfilled);
   }
   return unfilled;
 }
@@ -131,8 +153,8 @@ void PendingBatch::ReserveAndPopulate(const Capacity& capacity) {
     buffers.data_values.reserve(leaf.data_values);
     buffers.shape_offsets.reserve(leaf.shape_offsets);
     buffers.shape_values.reserve(leaf.shape_values);
-    PopulateForWrite(buffers.data_values.data(), buffers.data_values.capacity());
   }
+  for (std::span<std::byte> buffer : UnfilledBuffers()) PopulateForWrite(buffer.data(), buffer.size());
   UpdateView();
 }
 

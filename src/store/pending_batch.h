@@ -53,16 +53,18 @@ class PendingBatch {
   Capacity capacity() const;
 
   // Reserves `capacity` (from a batch of the same schema) and has the kernel
-  // fault in the row buffers' pages now, so that appending rows later takes
-  // no page faults.
+  // fault in the pages of every buffer now, so that appending rows later
+  // takes no page faults.
   void ReserveAndPopulate(const Capacity& capacity);
 
-  // The row buffers' reserved bytes past their appended rows, as spans (read
-  // under the owner's lock). Another thread may fault them in with
-  // PopulateForWrite while rows are appended: that changes no bytes. If a
-  // buffer moves meanwhile (an Append past its capacity), the span is stale,
-  // and faulting in whatever is mapped there is harmless as well.
-  std::vector<std::span<std::byte>> UnfilledRowBuffers();
+  // The reserved bytes of every buffer (keys, offsets, shapes and row bytes)
+  // past what is appended, as spans (read under the owner's lock). Another
+  // thread may fault them in with PopulateForWrite while rows are appended:
+  // that changes no bytes. If a buffer moves meanwhile (an Append past its
+  // capacity), the span is stale, and faulting in whatever is mapped there is
+  // harmless as well. (Offsets and shapes are a quarter of the bytes of a
+  // 16-float row: left to the caller, they were most of its page faults.)
+  std::vector<std::span<std::byte>> UnfilledBuffers();
 
   int64_t num_rows() const { return num_rows_; }
   // The key of `row` (< num_rows()), from the current buffers (no
@@ -91,6 +93,9 @@ class PendingBatch {
     std::vector<std::byte, DefaultInitAllocator<std::byte, LargeAllocator<std::byte>>> data_values;
     LargeVector<int32_t> shape_offsets{0};
     LargeVector<int64_t> shape_values;
+    // Bytes per storage element of a tensor leaf (a row's elements, as its
+    // data offsets count them, are its bytes / this; see dtype.h); 1 for blobs.
+    size_t storage_width = 1;
   };
   const Schema schema_;
   std::vector<format::Field> fields_;

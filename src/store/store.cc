@@ -137,6 +137,7 @@ struct Store::Impl {
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr size_t kMaxSpareBatches = 2;                      // see spares
+  static constexpr size_t kOverfillReserveBytes = size_t{2} << 20;    // see RowsPerBatch
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -621,14 +622,23 @@ struct Store::Impl {
            (!options.async_write || active->bytes() >= options.min_segment_bytes);
   }
 
-  // How many rows of `row_bytes` (as RowBytes counts them) a batch holds
-  // once it is due (ActiveDue) or full: what a new batch's buffers are sized
-  // for, so that filling it does not reallocate them.
+  // How many rows of `row_bytes` (as RowBytes counts them) a new batch's
+  // buffers are sized for, so that filling it does not reallocate them: the
+  // rows it holds once due (ActiveDue) or full, and with async_write as many
+  // again, up to kOverfillReserveBytes more. An async batch that falls due
+  // while the writer is busy keeps filling (see AppendAndIndex), and with
+  // rows of 64 bytes that happened to a third of the segments: each time,
+  // every buffer was copied into a new one twice as large, whose pages the
+  // caller then faulted in. The headroom is reserved and populated like the
+  // rest (an async batch of tiny rows: 2 MB instead of 1).
   size_t RowsPerBatch(size_t row_bytes) const {
     row_bytes = std::max<size_t>(1, row_bytes);
+    const size_t full = options.max_pending_bytes / row_bytes + 1;
     size_t due = options.flush_every;
-    if (options.async_write) due = std::max(due, options.min_segment_bytes / row_bytes + 1);
-    return std::min(due, options.max_pending_bytes / row_bytes + 1);
+    if (!options.async_write) return std::min(due, full);
+    due = std::max(due, options.min_segment_bytes / row_bytes + 1);
+    const size_t headroom = std::min(due, kOverfillReserveBytes / row_bytes + 1);
+    return std::min(due + headroom, full);
   }
 
   // The next batch for an idle writer: the oldest unclaimed sealed batch,
@@ -738,13 +748,13 @@ struct Store::Impl {
   }
 
   // Background writer, mu held exclusively through `lock`: faults in the
-  // unfilled row buffers of the active batch with mu released (see
+  // unfilled buffers of the active batch with mu released (see
   // populate_active_wanted), holding a reference so that they stay allocated.
   void PopulateActive(std::unique_lock<std::shared_mutex>& lock) {
     populate_active_wanted = false;
     if (!active) return;
     std::shared_ptr<PendingBatch> batch = active;
-    const std::vector<std::span<std::byte>> unfilled = batch->UnfilledRowBuffers();
+    const std::vector<std::span<std::byte>> unfilled = batch->UnfilledBuffers();
     lock.unlock();
     for (std::span<std::byte> buffer : unfilled) PopulateForWrite(buffer.data(), buffer.size());
     lock.lock();
@@ -849,11 +859,14 @@ struct Store::Impl {
   // Whether Find uses the key's hash (an empty store does not need it).
   bool NeedsHash() const { return index.size() > 0; }
 
-  // Find with the key's hash computed (only used if NeedsHash()).
+  // Find with the key's hash computed (only used if NeedsHash()). With
+  // `indexed` false the caller knows that the index holds no entry with the
+  // hash's tag (KeyIndex::Candidate found none), and only the hot cache is
+  // searched.
   Found Find(std::string_view key, uint64_t hash, std::vector<HotCache::Row>* hot_rows,
-             const KeyIndex::KeyAt& key_at) {
+             const KeyIndex::KeyAt& key_at, bool indexed = true) {
     Found found;
-    if (index.size() > 0) {
+    if (indexed && index.size() > 0) {
       if (auto loc = index.Find(hash, key, key_at)) {
         if (segments[loc->segment] == nullptr) {  // not yet published
           found.batch = &pending_batch_in_slot[loc->segment]->view();
@@ -961,7 +974,9 @@ struct Store::Impl {
         }
         if (i >= 3 * kDistance) {
           const size_t j = i - 3 * kDistance;
-          found[j] = Find(keys[j], hashes[j], &hot_rows, key_at);
+          // No candidate: no tag match on the key's probe path, so Find would
+          // walk it again to the same answer (most of a miss's cost).
+          found[j] = Find(keys[j], hashes[j], &hot_rows, key_at, candidates[j].segment != kNoSegment);
           result.found[j] = (found[j].batch != nullptr || found[j].hot >= 0) ? 1 : 0;
         }
       }
@@ -1116,7 +1131,8 @@ struct Store::Impl {
         }
         active_slot = NewSlot();
         pending_batch_in_slot[active_slot] = active.get();
-        active->Reserve(RowsPerBatch(row_bytes), keys[i].size(), leaves, i);
+        // Keys of growing ids lengthen by a digit now and then: room for two more.
+        active->Reserve(RowsPerBatch(row_bytes), keys[i].size() + 2, leaves, i);
       }
       const int64_t row = active->Append(keys[i], leaves, i);
       index.Upsert(hashes[i], keys[i], RowLocation{active_slot, static_cast<uint32_t>(row)}, key_at);
