@@ -137,7 +137,6 @@ struct Store::Impl {
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr size_t kMaxSpareBatches = 2;                      // see spares
-  static constexpr size_t kOverfillReserveBytes = size_t{2} << 20;    // see RowsPerBatch
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -622,23 +621,14 @@ struct Store::Impl {
            (!options.async_write || active->bytes() >= options.min_segment_bytes);
   }
 
-  // How many rows of `row_bytes` (as RowBytes counts them) a new batch's
-  // buffers are sized for, so that filling it does not reallocate them: the
-  // rows it holds once due (ActiveDue) or full, and with async_write as many
-  // again, up to kOverfillReserveBytes more. An async batch that falls due
-  // while the writer is busy keeps filling (see AppendAndIndex), and with
-  // rows of 64 bytes that happened to a third of the segments: each time,
-  // every buffer was copied into a new one twice as large, whose pages the
-  // caller then faulted in. The headroom is reserved and populated like the
-  // rest (an async batch of tiny rows: 2 MB instead of 1).
+  // How many rows of `row_bytes` (as RowBytes counts them) a batch holds
+  // once it is due (ActiveDue) or full: what a new batch's buffers are sized
+  // for, so that filling it does not reallocate them.
   size_t RowsPerBatch(size_t row_bytes) const {
     row_bytes = std::max<size_t>(1, row_bytes);
-    const size_t full = options.max_pending_bytes / row_bytes + 1;
     size_t due = options.flush_every;
-    if (!options.async_write) return std::min(due, full);
-    due = std::max(due, options.min_segment_bytes / row_bytes + 1);
-    const size_t headroom = std::min(due, kOverfillReserveBytes / row_bytes + 1);
-    return std::min(due + headroom, full);
+    if (options.async_write) due = std::max(due, options.min_segment_bytes / row_bytes + 1);
+    return std::min(due, options.max_pending_bytes / row_bytes + 1);
   }
 
   // The next batch for an idle writer: the oldest unclaimed sealed batch,
