@@ -143,6 +143,23 @@ PendingBatch::Capacity PendingBatch::capacity() const {
   return capacity;
 }
 
+PendingBatch::Capacity PendingBatch::Capacity::ForRows(size_t rows) const {
+  const size_t have = std::max<size_t>(1, key_offsets > 0 ? key_offsets - 1 : 0);  // rows this capacity holds
+  const size_t want = std::max<size_t>(1, rows);
+  // elements * want / have, rounded up (offsets buffers then keep their extra slot).
+  auto scale = [&](size_t elements) {
+    return elements / have * want + (elements % have * want + have - 1) / have;
+  };
+  Capacity scaled;
+  scaled.key_offsets = scale(key_offsets);
+  scaled.key_chars = scale(key_chars);
+  for (const Leaf& leaf : leaves) {
+    scaled.leaves.push_back({scale(leaf.data_offsets), scale(leaf.data_values), scale(leaf.shape_offsets),
+                             scale(leaf.shape_values)});
+  }
+  return scaled;
+}
+
 void PendingBatch::ReserveAndPopulate(const Capacity& capacity) {
   key_offsets_.reserve(capacity.key_offsets);
   key_chars_.reserve(capacity.key_chars);

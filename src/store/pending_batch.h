@@ -49,6 +49,9 @@ class PendingBatch {
       size_t data_offsets = 0, data_values = 0, shape_offsets = 0, shape_values = 0;
     };
     std::vector<Leaf> leaves;
+    // This capacity scaled to `rows` rows (each buffer in proportion to its
+    // room per row here; at least 1 row).
+    Capacity ForRows(size_t rows) const;
   };
   Capacity capacity() const;
 

@@ -137,6 +137,7 @@ struct Store::Impl {
   static constexpr size_t kOpenThreads = 8;  // threads opening segment files at open and refresh
   static constexpr size_t kMaxSpareBatchBytes = size_t{64} << 20;  // larger batches are freed once published
   static constexpr size_t kMaxSpareBatches = 2;                      // see spares
+  static constexpr size_t kSpareExtraBytes = size_t{2} << 20;         // see SpareRows
 
   struct Found {
     const BatchView* batch = nullptr;  // null: not found, or a hot-cache row
@@ -750,13 +751,29 @@ struct Store::Impl {
     lock.lock();
   }
 
+  // The rows a spare batch has room for: the rows a batch falls due at
+  // (RowsPerBatch), and as many again up to kSpareExtraBytes more, up to a
+  // full batch (max_pending_bytes). An async batch that falls due while the
+  // writer is busy keeps filling (see AppendAndIndex); with rows of 64 bytes
+  // most did, and growing a batch copies every buffer into fresh memory that
+  // the caller faults in page by page. Spares are made in the background, so
+  // the room costs the caller nothing; a store's first batch, and the first
+  // after a Flush, are sized for RowsPerBatch only (an epoch's last puts, or
+  // a put and a flush, would not fill more). mu held.
+  size_t SpareRows() const {
+    const size_t row_bytes = std::max<size_t>(1, last_row_bytes.load(std::memory_order_relaxed));
+    const size_t due = RowsPerBatch(row_bytes);
+    const size_t extra = std::min(due, kSpareExtraBytes / row_bytes + 1);
+    return std::min(due + extra, options.max_pending_bytes / row_bytes + 1);
+  }
+
   // Background writer, mu held exclusively through `lock`: makes the spare
-  // batch that spare_wanted asks for, with buffers as large as the active
-  // batch's and their pages faulted in, with mu released.
+  // batch that spare_wanted asks for, with buffers for SpareRows() rows like
+  // the active batch's and their pages faulted in, with mu released.
   void PrepareSpare(std::unique_lock<std::shared_mutex>& lock) {
     spare_wanted = false;
     if (!spares.empty() || !active || !schema) return;
-    const PendingBatch::Capacity capacity = active->capacity();
+    const PendingBatch::Capacity capacity = active->capacity().ForRows(SpareRows());
     const Schema batch_schema = *schema;
     spare_in_making = true;
     lock.unlock();
@@ -775,14 +792,17 @@ struct Store::Impl {
 
   // The capacity of the table the index will next grow into, if that
   // happens before the background writer's next turn; else 0. The puts made
-  // meanwhile are estimated as a batch (flush_every rows) plus as many rows
-  // as are pending now: with tiny rows, the caller puts tens of thousands of
-  // rows while one segment is written. A put grows the index by one doubling
-  // (a growth only takes a prepared table of exactly its capacity), and an
-  // empty index's first table is small. mu held.
+  // meanwhile are estimated as a batch (RowsPerBatch of the last rows put:
+  // with tiny rows and async writes, more than flush_every, see
+  // min_segment_bytes) plus as many rows as are pending now: with tiny rows,
+  // the caller puts tens of thousands of rows while one segment is written.
+  // A put grows the index by one doubling (a growth only takes a prepared
+  // table of exactly its capacity), and an empty index's first table is
+  // small. mu held.
   size_t NextIndexCapacity() const {
     if (index.capacity() == 0) return 0;
-    const size_t capacity = index.GrowthFor(index.size() + PendingRows() + options.flush_every);
+    const size_t batch = RowsPerBatch(last_row_bytes.load(std::memory_order_relaxed));
+    const size_t capacity = index.GrowthFor(index.size() + PendingRows() + batch);
     return std::min(capacity, 2 * index.capacity());
   }
 
