@@ -589,8 +589,8 @@ def read_torchcache(params: Dict[str, Any], table: torch.Tensor) -> Dict[str, An
 
 def writes(params: Dict[str, Any]) -> Dict[str, Any]:
     """Put throughput of all-miss batches through the decorator (flush included) against
-    sequential write+fsync of the same bytes, and against one durable file per segment; and
-    the segment writer's own bandwidth (``stats()["write_seconds"]``) beside them."""
+    sequential write+fsync of the same bytes (the fastest of three), and against one durable file
+    per segment; and the segment writer's own bandwidth (``stats()["write_seconds"]``) beside them."""
     from torchcachex import CacheModuleDecorator
 
     torch.set_num_threads(params.get("threads", 1))
@@ -604,7 +604,8 @@ def writes(params: Dict[str, Any]) -> Dict[str, Any]:
     batch = params["batch"]
     res: Dict[str, Any] = {"shape": shape_name, "n": n, "batch": batch, "async_write": params["async_write"],
                            "payload_bytes": n * row_bytes(shape_name), "put_s": [], "segment_bytes": [],
-                           "segments": [], "seq_write_s": [], "seq_write_early_s": [], "files_write_s": [],
+                           "segments": [], "seq_write_s": [], "seq_write_tries_s": [], "seq_write_early_s": [],
+                           "files_write_s": [],
                            "direct_put_s": [], "writer_s": []}
     for run in range(params["runs"]):
         for direct in (False, True):
@@ -633,7 +634,12 @@ def writes(params: Dict[str, Any]) -> Dict[str, Any]:
             res["segment_bytes"].append(stats["bytes_written"])
             res["segments"].append(stats["segments"])
             res["writer_s"].append(stats["write_seconds"])
-            res["seq_write_s"].append(sequential_write(directory, stats["bytes_written"]))
+            # The plain sequential write moves between two modes on this VM (345-1,420 MB/s within
+            # one step, whose ratios then swung from 0.9 to 3.3): the fastest of three writes, the
+            # disk's limit at that moment, is the baseline.
+            tries = [sequential_write(directory, stats["bytes_written"]) for _ in range(3)]
+            res["seq_write_s"].append(min(tries))
+            res["seq_write_tries_s"].append(tries)
             res["seq_write_early_s"].append(sequential_write(directory, stats["bytes_written"], early_writeback=True))
             res["files_write_s"].append(files_write(directory, sizes))
     res["threads"] = torch.get_num_threads()
