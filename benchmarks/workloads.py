@@ -605,8 +605,7 @@ def writes(params: Dict[str, Any]) -> Dict[str, Any]:
     res: Dict[str, Any] = {"shape": shape_name, "n": n, "batch": batch, "async_write": params["async_write"],
                            "payload_bytes": n * row_bytes(shape_name), "put_s": [], "segment_bytes": [],
                            "segments": [], "seq_write_s": [], "seq_write_tries_s": [], "seq_write_early_s": [],
-                           "files_write_s": [],
-                           "direct_put_s": [], "writer_s": []}
+                           "files_write_s": [], "direct_put_s": [], "writer_s": []}
     for run in range(params["runs"]):
         for direct in (False, True):
             module_id = f"writes_{shape_name}_{run}_{int(direct)}"

@@ -144,7 +144,7 @@ PendingBatch::Capacity PendingBatch::capacity() const {
 }
 
 PendingBatch::Capacity PendingBatch::Capacity::ForRows(size_t rows) const {
-  const size_t have = std::max<size_t>(1, key_offsets > 0 ? key_offsets - 1 : 0);  // rows this capacity holds
+  const size_t have = std::max<size_t>(key_offsets, 2) - 1;  // rows this capacity holds (at least 1)
   const size_t want = std::max<size_t>(1, rows);
   // elements * want / have, rounded up (offsets buffers then keep their extra slot).
   auto scale = [&](size_t elements) {

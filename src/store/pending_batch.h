@@ -65,8 +65,8 @@ class PendingBatch {
   // thread may fault them in with PopulateForWrite while rows are appended:
   // that changes no bytes. If a buffer moves meanwhile (an Append past its
   // capacity), the span is stale, and faulting in whatever is mapped there is
-  // harmless as well. (Offsets and shapes are a quarter of the bytes of a
-  // 16-float row: left to the caller, they were most of its page faults.)
+  // harmless as well. (Keys, offsets and shapes are a quarter of the bytes
+  // of a 16-float batch.)
   std::vector<std::span<std::byte>> UnfilledBuffers();
 
   int64_t num_rows() const { return num_rows_; }
